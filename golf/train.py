@@ -1,0 +1,532 @@
+"""One trial: data -> model -> train -> quantize -> evaluate (DESIGN.md contract 2).
+
+Run it as ``torchrun --standalone --nproc_per_node=N -m golf.train`` with the config in the
+environment (``golf train`` does that for one machine). The recipe is :meth:`Trial.run`; it prints
+the challenge's own log lines, writes the compressed artifact before the final evaluation starts,
+and ends with ``RUN_DIR/result.json``. Exit status 0 means every stage succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import golf
+from golf.config import ConfigError, GolfConfig, config_from_env, near_miss_env_keys, validate
+from golf.data import DistributedTokenLoader, load_validation_tokens, shard_files
+from golf.distributed import (
+    DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, synchronize,
+    world_size_from_env,
+)
+from golf.evaluate import EvalResult, autocast_for, evaluate
+from golf.model import FakeQuant, attach_fake_quant, build_model, set_fake_quant
+from golf.model.attention import resolve_attention
+from golf.optim import Lawa, OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum
+from golf.quant import ArtifactSize, ExportFormat, code_bytes, is_int6_tensor, loaded_source_files, pack_artifact, unpack_artifact
+from golf.runlog import RunLog, eprint, write_bytes_atomic, write_json_atomic
+from golf.tokenizer import ByteCounter, build_byte_tables, check_vocab, load_tokenizer
+
+RESULT_SCHEMA = "golf.result/1"
+TRAIN_STATE_FILE = "train_state.json"
+QAT_BITS = 6
+# Fields that describe where and how a run executes rather than what was trained; an eval-only
+# resume takes these from its own environment and everything else from the training run.
+RUNTIME_FIELDS = (
+    "data_path", "tokenizer_path", "run_id", "run_dir", "eval_only_from", "log_to_file", "device",
+    "torch_compile", "attention",
+)
+
+
+class RunStopped(Exception):
+    """The launcher asked the run to stop (SIGTERM), e.g. a scheduler stopping the trial."""
+
+
+@dataclass
+class TrainOutcome:
+    steps: int = 0
+    train_ms: float = 0.0
+    stopped_early: bool = False
+    qat_enabled_step: int | None = None
+    lawa_snapshots: int = 0
+    lawa_steps: list[int] = field(default_factory=list)
+
+
+def export_format(cfg: GolfConfig) -> ExportFormat:
+    return ExportFormat(
+        quant=cfg.quant_format, compressor=cfg.compressor, grid=cfg.quant_grid,
+        keep_float_max_numel=cfg.quant_keep_float_max_numel,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class Trial:
+    def __init__(self, cfg: GolfConfig, stack: str, scale: str, ctx: DistContext) -> None:
+        self.cfg, self.stack, self.scale, self.ctx = cfg, stack, scale, ctx
+        self.fmt = export_format(cfg)
+        self.accum = cfg.grad_accum_for(ctx.world_size)
+        run_id, run_dir = self._agree_on_run_dir()
+        self.run_id, self.run_dir = run_id, run_dir
+        self.log = RunLog(ctx.is_master, run_dir / "train.log" if cfg.log_to_file else None)
+        self.result: dict[str, Any] = {
+            "schema": RESULT_SCHEMA, "status": "running", "error": None, "run_id": run_id,
+            "preset": stack, "scale": scale, "seed": cfg.seed, "world_size": ctx.world_size,
+            "device": describe_device(ctx.device), "config": cfg.to_dict(),
+            "metrics": {"val_bpb": None, "val_loss": None, "headline_metric": None, "evaluations": {}},
+            "bytes": None, "timing": None, "techniques": {}, "artifact": None, "versions": versions(),
+        }
+
+    def _agree_on_run_dir(self) -> tuple[str, Path]:
+        run_id = self.cfg.run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        run_dir = Path(self.cfg.run_dir or f"runs/{run_id}").resolve()
+        run_id, run_dir = broadcast_object((run_id, str(run_dir)))
+        if self.ctx.is_master:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        barrier()
+        return run_id, Path(run_dir)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """The recipe."""
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        train_files, val_tokens, byte_counter = self.load_data()
+        model, base = self.build_model()
+        self.log_header(base, train_files, val_tokens)
+        if cfg.eval_only_from:
+            train_state = self.adopt_finished_training()
+        else:
+            optimizers = build_optimizers(base, cfg)
+            self.warmup_then_restore(model, base, optimizers, train_files)
+            lawa = Lawa(cfg) if cfg.lawa_enabled else None
+            outcome = self.train(model, base, optimizers, lawa, train_files, val_tokens, byte_counter)
+            if lawa is not None:
+                self.average_weights(base, lawa, outcome, val_tokens, byte_counter)
+            train_state = self.export(base, outcome)
+        self.evaluate_artifact(base, train_state, val_tokens, byte_counter)
+        self.finish("ok")
+
+    # --- data and model ------------------------------------------------------------------------
+    def load_data(self) -> tuple[list[Path], torch.Tensor, ByteCounter]:
+        cfg = self.cfg
+        train_files = shard_files(cfg.data_path, "train")
+        val_files = shard_files(cfg.data_path, "val")
+        sp = load_tokenizer(cfg.tokenizer_path)
+        check_vocab(sp, cfg.vocab_size, cfg.tokenizer_path)
+        byte_counter = ByteCounter(build_byte_tables(sp, cfg.vocab_size), self.ctx.device)
+        val_tokens = load_validation_tokens(val_files, cfg.train_seq_len, cfg.val_max_tokens)
+        return train_files, val_tokens, byte_counter
+
+    def build_model(self) -> tuple[nn.Module, nn.Module]:
+        """(the model to train with: compiled and/or DDP-wrapped, the plain module underneath)."""
+        built = assemble_model(self.cfg, self.ctx)
+        self.kernel, self.compiled, self.qat_layers = built.kernel, built.compiled, built.qat_layers
+        self.eval_model = built.eval_model
+        return built.train_model, built.base
+
+    def log_header(self, base: nn.Module, train_files: list[Path], val_tokens: torch.Tensor) -> None:
+        cfg, log = self.cfg, self.log
+        token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
+        log(f"run_id:{self.run_id} run_dir:{self.run_dir} preset:{self.stack} scale:{self.scale}")
+        log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.tokenizer_path}")
+        log(f"train_loader:dataset:{Path(cfg.data_path).name} train_shards:{len(train_files)}")
+        log(f"val_loader:shards pattern={Path(cfg.data_path) / 'fineweb_val_*.bin'} tokens:{val_tokens.numel() - 1}")
+        log(f"model_params:{sum(p.numel() for p in base.parameters())}")
+        log(f"world_size:{self.ctx.world_size} grad_accum_steps:{self.accum}")
+        log(f"device:{describe_device(self.ctx.device)} attention:{self.kernel} compile:{self.compiled}")
+        log(f"attention_mode:gqa num_heads:{cfg.num_heads} num_kv_heads:{cfg.num_kv_heads}")
+        log(f"tie_embeddings:{cfg.tie_embeddings} embed_lr:{token_lr} "
+            f"head_lr:{0.0 if cfg.tie_embeddings else cfg.head_lr} matrix_lr:{cfg.matrix_lr} scalar_lr:{cfg.scalar_lr}")
+        log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
+            f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
+            f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
+        qat_start = "step0" if cfg.late_qat_threshold <= 0 else f"lr_scale<{cfg.late_qat_threshold}"
+        log(f"qat:{cfg.qat_enabled}(bits={QAT_BITS},grid={cfg.quant_grid},start={qat_start},layers={len(self.qat_layers)}) "
+            f"lawa:{cfg.lawa_enabled}(start_frac={cfg.lawa_start_frac},interval={cfg.lawa_interval},k={cfg.lawa_k}) "
+            f"export:{self.fmt.label}")
+        log(f"seed:{cfg.seed}")
+
+    # --- training ------------------------------------------------------------------------------
+    def train_step(self, model: nn.Module, loader: DistributedTokenLoader, optimizers: OptimizerSet) -> torch.Tensor:
+        return train_step(model, loader, optimizers, self.cfg, self.accum, self.ctx.device)
+
+    def new_loader(self, train_files: list[Path]) -> DistributedTokenLoader:
+        return DistributedTokenLoader(train_files, self.ctx.rank, self.ctx.world_size, self.ctx.device)
+
+    def warmup_then_restore(
+        self, model: nn.Module, base: nn.Module, optimizers: OptimizerSet, train_files: list[Path]
+    ) -> None:
+        """Run WARMUP_STEPS real steps (compilation, autotuning), then undo every effect of them."""
+        cfg = self.cfg
+        if cfg.warmup_steps <= 0:
+            return
+        initial_weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
+        initial_optimizers = copy.deepcopy(optimizers.state_dicts())
+        loader = self.new_loader(train_files)
+        model.train()
+        for i in range(cfg.warmup_steps):
+            self.train_step(model, loader, optimizers)
+            optimizers.step()
+            optimizers.zero_grad()
+            if cfg.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == cfg.warmup_steps:
+                self.log(f"warmup_step:{i + 1}/{cfg.warmup_steps}")
+        base.load_state_dict(initial_weights, strict=True)
+        optimizers.load_state_dicts(initial_optimizers)
+        optimizers.zero_grad()
+
+    def train(
+        self, model: nn.Module, base: nn.Module, optimizers: OptimizerSet, lawa: Lawa | None,
+        train_files: list[Path], val_tokens: torch.Tensor, byte_counter: ByteCounter,
+    ) -> TrainOutcome:
+        cfg, ctx, log = self.cfg, self.ctx, self.log
+        loader = self.new_loader(train_files)  # a fresh stream: the warmup's batches are not reused
+        cap_ms = cfg.max_wallclock_seconds * 1000.0 if cfg.max_wallclock_seconds > 0 else None
+        outcome = TrainOutcome()
+        if cfg.qat_enabled and cfg.late_qat_threshold <= 0:
+            set_fake_quant(base, True)
+            outcome.qat_enabled_step = 0
+        training_ms, elapsed_ms = 0.0, 0.0
+        stop_after: int | None = None
+        step = 0
+        model.train()
+        synchronize(ctx.device)
+        t0 = time.perf_counter()
+        while True:
+            last_step = step == cfg.iterations or (stop_after is not None and step >= stop_after)
+            if last_step or (cfg.val_loss_every > 0 and step % cfg.val_loss_every == 0):
+                synchronize(ctx.device)
+                training_ms += 1000.0 * (time.perf_counter() - t0)
+                val = self.evaluate(val_tokens, byte_counter)
+                check_finite(val.val_loss, f"validation loss at step {step}")
+                log(f"step:{step}/{cfg.iterations} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} "
+                    f"train_time:{training_ms:.0f}ms step_avg:{training_ms / max(step, 1):.2f}ms")
+                self.record_eval("pre_quant", f"step:{step}", val)
+                synchronize(ctx.device)
+                t0 = time.perf_counter()
+            if last_step:
+                if stop_after is not None and step < cfg.iterations:
+                    outcome.stopped_early = True
+                    log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
+                break
+            # Every budget decision uses the training time at the end of the previous step, agreed
+            # across ranks, so all ranks switch QAT and take LAWA snapshots on the same step.
+            scale = lr_scale(cfg, step, elapsed_ms)
+            if cfg.qat_enabled and outcome.qat_enabled_step is None and scale < cfg.late_qat_threshold:
+                set_fake_quant(base, True)
+                outcome.qat_enabled_step = step
+                log(f"late_qat:enabled step:{step} scale:{scale:.4f}")
+            train_loss = self.train_step(model, loader, optimizers)
+            apply_update(base, optimizers, self.cfg, step, scale)
+            step += 1
+            elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
+            if ctx.is_distributed and cap_ms is not None:
+                elapsed_ms = all_reduce(torch.tensor(elapsed_ms, device=ctx.device, dtype=torch.float64), "max").item()
+            if lawa is not None and lawa.due(step, budget_fraction(cfg, step, elapsed_ms)):
+                lawa.snapshot(base, step)
+            if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
+                loss = all_reduce(train_loss.detach().clone(), "avg").item()
+                log(f"step:{step}/{cfg.iterations} train_loss:{loss:.4f} train_time:{elapsed_ms:.0f}ms "
+                    f"step_avg:{elapsed_ms / step:.2f}ms")
+                check_finite(loss, f"train loss at step {step}")
+            if stop_after is None and cap_ms is not None and elapsed_ms >= cap_ms:
+                stop_after = step
+        outcome.steps, outcome.train_ms = step, training_ms
+        return outcome
+
+    def average_weights(self, base: nn.Module, lawa: Lawa, outcome: TrainOutcome,
+                        val_tokens: torch.Tensor, byte_counter: ByteCounter) -> None:
+        """LAWA: replace the final weights by the mean of the snapshots, and measure the result."""
+        outcome.lawa_steps = list(lawa.snapshot_steps)
+        outcome.lawa_snapshots = lawa.average_into(base)
+        if outcome.lawa_snapshots == 0:
+            self.log(f"lawa:no snapshot was taken (start_frac={self.cfg.lawa_start_frac}, "
+                     f"interval={self.cfg.lawa_interval}, steps={outcome.steps}); keeping the final weights")
+            return
+        self.log(f"lawa:applying average of {outcome.lawa_snapshots} checkpoints")
+        val = self.evaluate(val_tokens, byte_counter)
+        self.log(f"pre-quantization post-lawa val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f} "
+                 f"eval_time:{1000 * val.seconds:.0f}ms")
+        self.record_eval("pre_quant", "pre-quantization post-lawa", val)
+
+    # --- export and the final evaluation -------------------------------------------------------
+    def export(self, base: nn.Module, outcome: TrainOutcome) -> dict[str, Any]:
+        """Write the compressed artifact and train_state.json (rank 0), then let every rank go on."""
+        log, fmt = self.log, self.fmt
+        state = base.state_dict()
+        code_files = loaded_source_files("golf")
+        code = code_bytes(code_files)
+        train_state: dict[str, Any] = {}
+        if self.ctx.is_master:
+            raw = io.BytesIO()
+            torch.save(state, raw)
+            log(f"Serialized model: {raw.tell()} bytes")
+            log(f"Code size: {code} bytes")
+            log(f"Total submission size: {raw.tell() + code} bytes")
+            blob, stats = pack_artifact(state, fmt)
+            artifact_path = self.run_dir / fmt.filename
+            write_bytes_atomic(artifact_path, blob)
+            ratio = stats["baseline_tensor_bytes"] / max(stats["payload_bytes"], 1)
+            log(f"Serialized model {fmt.label}: {len(blob)} bytes (payload:{stats['payload_bytes']} "
+                f"raw_torch:{stats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+            log(f"Total submission size {fmt.label}: {len(blob) + code} bytes")
+            train_state = {
+                "config": self.cfg.to_dict(), "preset": self.stack, "scale": self.scale,
+                "artifact_file": fmt.filename, "artifact_sha256": _sha256(blob),
+                "model_bytes": len(blob), "code_bytes": code,
+                "code_files": [str(p.relative_to(Path(golf.__file__).parent.parent)) for p in code_files],
+                "steps": outcome.steps, "train_ms": outcome.train_ms, "stopped_early": outcome.stopped_early,
+                "world_size": self.ctx.world_size, "device": describe_device(self.ctx.device),
+                "techniques": self.technique_report(outcome),
+                "evaluations": self.result["metrics"]["evaluations"],
+                "quant_stats": stats,
+            }
+            write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
+            log(f"artifact_saved: {self.run_dir}")
+        return broadcast_object(train_state)
+
+    def adopt_finished_training(self) -> dict[str, Any]:
+        """EVAL_ONLY_FROM: take the artifact and training record of an earlier run of this config."""
+        source = Path(self.cfg.eval_only_from).resolve()
+        state_path = source / TRAIN_STATE_FILE
+        if not state_path.is_file():
+            raise FileNotFoundError(
+                f"EVAL_ONLY_FROM={source} has no {TRAIN_STATE_FILE}: point it at the RUN_DIR of a run "
+                "that printed 'artifact_saved:'"
+            )
+        train_state = json.loads(state_path.read_text())
+        trained = {k: v for k, v in train_state["config"].items() if k not in RUNTIME_FIELDS}
+        mismatched = sorted(k for k, v in trained.items() if getattr(self.cfg, k) != v)
+        if mismatched:
+            raise ConfigError(
+                f"EVAL_ONLY_FROM={source} was trained with a different config ({', '.join(k.upper() for k in mismatched)}): "
+                "evaluate it with the settings it was trained with"
+            )
+        blob = (source / train_state["artifact_file"]).read_bytes()
+        if _sha256(blob) != train_state["artifact_sha256"]:
+            raise ValueError(f"{source / train_state['artifact_file']} does not match the checksum in {state_path}: the artifact is damaged")
+        if self.ctx.is_master and source != self.run_dir:
+            write_bytes_atomic(self.run_dir / train_state["artifact_file"], blob)
+            write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
+        barrier()
+        self.result["metrics"]["evaluations"].update(train_state.get("evaluations", {}))
+        self.log(f"eval_only: artifact {train_state['artifact_file']} from {source} "
+                 f"(trained {train_state['steps']} steps in {train_state['train_ms'] / 1000:.1f}s)")
+        self.log(f"Code size: {train_state['code_bytes']} bytes")
+        self.log(f"Total submission size {self.fmt.label}: {train_state['model_bytes'] + train_state['code_bytes']} bytes")
+        return train_state
+
+    def evaluate_artifact(self, base: nn.Module, train_state: dict[str, Any], val_tokens: torch.Tensor,
+                          byte_counter: ByteCounter) -> None:
+        """Read the artifact back from disk, dequantize it into the model and score it."""
+        artifact_path = self.run_dir / train_state["artifact_file"]
+        base.load_state_dict(unpack_artifact(artifact_path.read_bytes()), strict=True)
+        val = self.evaluate(val_tokens, byte_counter)
+        label = f"{self.fmt.metric_prefix}_roundtrip"
+        self.log(f"{label} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} eval_time:{1000 * val.seconds:.0f}ms")
+        self.log(f"{label}_exact val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f}")
+        self.record_eval("roundtrip", label, val)
+        size = ArtifactSize(model=train_state["model_bytes"], code=train_state["code_bytes"])
+        self.result["metrics"].update(val_bpb=val.val_bpb, val_loss=val.val_loss, headline_metric=label)
+        self.result["bytes"] = {**size.as_dict()}
+        self.result["artifact"] = str(artifact_path)
+        self.result["techniques"] = train_state["techniques"]
+        self.result["timing"] = {
+            "train_s": train_state["train_ms"] / 1000.0,
+            "eval_s": val.seconds,
+            "steps": train_state["steps"],
+            "step_avg_ms": train_state["train_ms"] / max(train_state["steps"], 1),
+            "stopped_early": train_state["stopped_early"],
+        }
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def evaluate(self, val_tokens: torch.Tensor, byte_counter: ByteCounter) -> EvalResult:
+        return evaluate(
+            self.eval_model, val_tokens, byte_counter, seq_len=self.cfg.train_seq_len,
+            batch_tokens=self.cfg.val_batch_size, grad_accum_steps=self.accum, ctx=self.ctx,
+        )
+
+    def record_eval(self, kind: str, label: str, val: EvalResult) -> None:
+        self.result["metrics"]["evaluations"][kind] = {
+            "label": label, "val_loss": val.val_loss, "val_bpb": val.val_bpb, "eval_s": val.seconds,
+            "tokens": val.tokens, "bytes": val.bytes,
+        }
+
+    def technique_report(self, outcome: TrainOutcome) -> dict[str, Any]:
+        """What each toggle actually did, so a reader can tell it was on."""
+        return {
+            "qat": {"enabled": self.cfg.qat_enabled, "layers": self.qat_layers,
+                    "enabled_at_step": outcome.qat_enabled_step},
+            "lawa": {"enabled": self.cfg.lawa_enabled, "snapshots": outcome.lawa_snapshots,
+                     "snapshot_steps": outcome.lawa_steps},
+        }
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.result["status"], self.result["error"] = status, error
+        if self.ctx.is_master:
+            write_json_atomic(self.run_dir / "result.json", self.result)
+        self.log.close()
+
+
+@dataclass
+class AssembledModel:
+    base: nn.Module         # the plain module (weights, export, LAWA)
+    eval_model: nn.Module   # base, compiled when compiling
+    train_model: nn.Module  # eval_model, DDP-wrapped when distributed
+    kernel: str
+    compiled: bool
+    qat_layers: list[str]
+
+
+def assemble_model(cfg: GolfConfig, ctx: DistContext) -> AssembledModel:
+    """The GPT with QAT switches (if on), compiled (if asked/auto on CUDA), DDP-wrapped (if distributed)."""
+    kernel = resolve_attention(cfg.attention, ctx.device)
+    base = build_model(cfg, ctx.device, kernel)
+    qat_layers: list[str] = []
+    if cfg.qat_enabled:
+        fmt = export_format(cfg)
+        qat_layers = attach_fake_quant(
+            base, lambda name, w: is_int6_tensor(name, w, fmt), FakeQuant(QAT_BITS, cfg.quant_grid)
+        )
+        if not qat_layers:
+            raise ConfigError(
+                "QAT_ENABLED=1 but no weight is large enough to be exported on the int6 grid "
+                f"(QUANT_KEEP_FLOAT_MAX_NUMEL={cfg.quant_keep_float_max_numel}): lower it"
+            )
+    compiled = cfg.torch_compile == "1" or (cfg.torch_compile == "auto" and ctx.device.type == "cuda")
+    eval_model: nn.Module = base
+    if compiled:
+        # FlashAttention's extension call is not traceable as one graph; SDPA is.
+        eval_model = torch.compile(base, dynamic=False, fullgraph=kernel == "sdpa")
+    train_model = eval_model
+    if ctx.is_distributed:
+        train_model = DistributedDataParallel(
+            eval_model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+    return AssembledModel(base, eval_model, train_model, kernel, compiled, qat_layers)
+
+
+def train_step(
+    model: nn.Module, loader: Any, optimizers: OptimizerSet, cfg: GolfConfig, accum: int, device: torch.device
+) -> torch.Tensor:
+    """Forward/backward over the micro-steps of one optimizer step; returns this rank's mean loss.
+
+    ``loader`` is anything with the ``next_batch(global_tokens, seq_len, grad_accum_steps)`` of
+    :class:`golf.data.DistributedTokenLoader`.
+    """
+    optimizers.zero_grad()
+    total = torch.zeros((), device=device)
+    for micro in range(accum):
+        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)
+        # Gradients are all-reduced once per optimizer step, on the last micro-step.
+        skip_sync = isinstance(model, DistributedDataParallel) and micro < accum - 1
+        with model.no_sync() if skip_sync else contextlib.nullcontext():
+            with autocast_for(device):
+                loss = model(x, y)
+            (loss / accum).backward()
+        total += loss.detach()
+    return total / accum
+
+
+def apply_update(base: nn.Module, optimizers: OptimizerSet, cfg: GolfConfig, step: int, scale: float) -> None:
+    """Momentum warmup, LR schedule, optional clipping, then every optimizer's step."""
+    optimizers.set_muon_momentum(muon_momentum(cfg, step))
+    optimizers.set_lr_scale(scale)
+    if cfg.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip_norm)
+    optimizers.step()
+    optimizers.zero_grad()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_finite(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{what} is {value}: training diverged; lower the learning rates "
+            "(MATRIX_LR, SCALAR_LR, TIED_EMBED_LR) or set GRAD_CLIP_NORM"
+        )
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def versions() -> dict[str, str | None]:
+    import sentencepiece
+
+    return {
+        "golf": getattr(golf, "__version__", None), "python": platform.python_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "numpy": np.__version__,
+        "sentencepiece": sentencepiece.__version__,
+    }
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise RunStopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def main() -> int:
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        cfg, stack, scale = config_from_env()
+        validate(cfg, world_size_from_env())
+    except ConfigError as err:
+        if rank == 0:
+            eprint(f"golf.train: {err}")
+        return 2
+    if rank == 0:
+        for note in near_miss_env_keys(os.environ):
+            eprint(f"golf.train: warning: {note}")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    ctx = init_distributed(cfg.device)
+    trial: Trial | None = None
+    try:
+        trial = Trial(cfg, stack, scale, ctx)
+        trial.run()
+        return 0
+    except BaseException as err:  # noqa: BLE001 - every failure ends in result.json and a clear last line
+        stopped = isinstance(err, (RunStopped, KeyboardInterrupt))
+        message = f"{type(err).__name__}: {err}"
+        if rank == 0:
+            if not stopped and not isinstance(err, (ConfigError, FileNotFoundError)):
+                traceback.print_exc(file=sys.stderr)
+            (trial.log if trial is not None else eprint)(f"golf.train failed: {message}")
+        if trial is not None:
+            trial.finish("stopped" if stopped else "failed", message)
+        return 143 if stopped else 1
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
