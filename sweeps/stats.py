@@ -1,0 +1,662 @@
+"""Is a new result really better? The two significance tests the challenge uses, on scipy.
+
+Lower is better for both metrics (val_bpb in bits per byte, val_loss in nats per token), so every
+test here is one-sided with the alternative "the new mean is lower":
+
+``acceptance`` (the challenge's record rule)
+    A record must beat the best by at least 0.005 nats with p < 0.01 over several seeds. Early
+    record READMEs showed it with a one-sided one-sample t-test of the new seeds' values against
+    ``mean(baseline) - margin``: H1 is ``mean(new) < mean(baseline) - margin``. The baseline is one
+    number (the previous best) or several values, of which only the mean is used. Needs >= 2 new
+    values.
+``welch`` (the leaderboard's later ``p=...`` notes)
+    Welch's unequal-variance two-sample t-test, one-sided, on per-seed values, with no margin
+    unless one is given: H1 is ``mean(new) < mean(baseline) - margin``. Needs >= 2 values on each
+    side.
+
+The margin is in the unit of the values compared. Without ``margin`` the acceptance test uses the
+challenge's 0.005 nats; comparing bpb values, that becomes ``0.005 / ln 2 * tokens_per_byte`` bpb
+(since bpb = nats / ln 2 * tokens/bytes), with the tokens-per-byte ratio given or derived from a
+submission that reports both val_bpb and val_loss. Welch's test without ``margin`` uses 0.
+
+The result's ``(ci_low, ci_high)`` is the central ``1 - 2*alpha`` confidence interval for
+``mean_delta = mean(new) - mean(baseline)`` (98% at the default alpha 0.01), from the same standard
+error and degrees of freedom as the test. Its upper end is the one-sided ``1 - alpha`` upper
+confidence bound, so a result is significant exactly when ``ci_high < -margin``. For the acceptance
+test the baseline mean is taken as exact, as that test does.
+
+Values come from *value sources* (:data:`VALUE_SOURCES`, resolved by :func:`resolve_sample`): a
+comma list of numbers, a submission.json, or (baseline only) ``leaderboard:FILE.csv[:RUN NAME]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import scipy.stats
+
+from sweeps.leaderboard import LeaderboardError, read_leaderboard
+from sweeps.submissions import LN2, SubmissionError, load_submission
+
+__all__ = [
+    "DEFAULT_MARGIN_NATS",
+    "DEFAULT_ALPHA",
+    "TESTS",
+    "METRICS",
+    "StatsError",
+    "Sample",
+    "Comparison",
+    "compare",
+    "format_comparison",
+    "ValueSource",
+    "VALUE_SOURCES",
+    "register_value_source",
+    "resolve_sample",
+    "register",
+    "run_compare",
+]
+
+DEFAULT_MARGIN_NATS = 0.005
+"""The challenge's required improvement over the best, in nats per token."""
+DEFAULT_ALPHA = 0.01
+"""The challenge's significance level (p < 0.01)."""
+TESTS = ("acceptance", "welch")
+METRICS = ("bpb", "nats")
+_TEST_NAMES = {
+    "acceptance": "acceptance test (one-sided one-sample t-test, the challenge's record rule)",
+    "welch": "Welch's unequal-variance t-test (one-sided, two-sample)",
+}
+_METRIC_NAMES = {"bpb": "val_bpb, bits per byte", "nats": "val_loss, nats per token"}
+
+
+class StatsError(ValueError):
+    """Input a comparison cannot use; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Values to compare, their metric ("bpb" or "nats"), and where they came from.
+
+    ``tokens_per_byte`` (val_bpb * ln2 / val_loss of the runs) is set when the source knows it; it
+    converts the 0.005-nat margin into bpb.
+    """
+
+    values: tuple[float, ...]
+    metric: str
+    tokens_per_byte: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise StatsError(f"unknown metric {self.metric!r}: use 'bpb' or 'nats'")
+        values = tuple(float(v) for v in self.values)
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            raise StatsError(f"{self.description or 'values'}: {bad[0]} is not a finite number")
+        object.__setattr__(self, "values", values)
+        if self.tokens_per_byte is not None:
+            _check_tokens_per_byte(self.tokens_per_byte)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of :func:`compare`. :meth:`to_dict` gives the documented JSON keys only.
+
+    ``t`` is -inf or +inf (and ``p_value`` 0 or 1) when the values have zero variance, so the
+    difference is exact; ``df`` is None when it is undefined (Welch with zero variance on both
+    sides). The remaining fields (alpha, the samples, how the margin was chosen, notes) serve the
+    human summary.
+    """
+
+    test: str
+    metric: str
+    margin: float
+    n_new: int
+    n_baseline: int
+    t: float
+    df: float | None
+    p_value: float
+    mean_delta: float
+    ci_low: float
+    ci_high: float
+    significant: bool
+    alpha: float = DEFAULT_ALPHA
+    new: Sample | None = None
+    baseline: Sample | None = None
+    margin_source: str = ""
+    tokens_per_byte: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.test,
+            "metric": self.metric,
+            "margin": self.margin,
+            "n_new": self.n_new,
+            "n_baseline": self.n_baseline,
+            "t": self.t,
+            "df": self.df,
+            "p_value": self.p_value,
+            "mean_delta": self.mean_delta,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "significant": self.significant,
+        }
+
+
+def compare(
+    new: Sample | Sequence[float],
+    baseline: Sample | Sequence[float],
+    *,
+    test: str = "acceptance",
+    metric: str = "bpb",
+    margin: float | None = None,
+    tokens_per_byte: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """Test whether ``new`` is lower than ``baseline`` by more than ``margin`` (one-sided).
+
+    ``test`` is "acceptance" or "welch" (see the module docstring); ``metric`` is "bpb" or "nats"
+    and must match any :class:`Sample` given. ``margin`` is in the metric's unit; None means the
+    challenge's 0.005 nats for the acceptance test (converted to bpb with ``tokens_per_byte``, else
+    the new sample's ratio, else the baseline's) and 0 for Welch's test. ``significant`` is
+    ``p_value < alpha``.
+    """
+    if test not in TESTS:
+        raise StatsError(f"unknown test {test!r}: use 'acceptance' (the challenge's record rule) "
+                         "or 'welch' (the leaderboard's p= notes)")
+    if metric not in METRICS:
+        raise StatsError(f"unknown metric {metric!r}: use 'bpb' (val_bpb) or 'nats' (val_loss)")
+    if not 0 < alpha < 0.5:
+        raise StatsError(f"alpha must be between 0 and 0.5 (the challenge uses 0.01), got {alpha}")
+    if tokens_per_byte is not None:
+        _check_tokens_per_byte(tokens_per_byte)
+    new_sample = _as_sample(new, metric, "new")
+    base_sample = _as_sample(baseline, metric, "baseline")
+    _check_counts(test, new_sample, base_sample)
+
+    notes: list[str] = []
+    ratio, ratio_source = _pick_tokens_per_byte(tokens_per_byte, new_sample, base_sample, notes)
+    margin_value, margin_source = _resolve_margin(test, metric, margin, ratio, ratio_source)
+
+    x = np.asarray(new_sample.values)
+    y = np.asarray(base_sample.values)
+    mean_delta = float(x.mean() - y.mean())
+    gap = mean_delta + margin_value  # negative when the new mean is below the threshold
+    if test == "acceptance":
+        se = math.sqrt(_variance(x) / len(x))
+        df: float | None = float(len(x) - 1)
+    else:
+        part_x = _variance(x) / len(x)
+        part_y = _variance(y) / len(y)
+        se = math.sqrt(part_x + part_y)
+        # Welch-Satterthwaite degrees of freedom; undefined when both variances are zero.
+        denominator = part_x ** 2 / (len(x) - 1) + part_y ** 2 / (len(y) - 1)
+        df = (part_x + part_y) ** 2 / denominator if denominator > 0 else None
+
+    if se == 0.0:
+        t, p_value = _degenerate(gap)
+        notes.append(
+            "every value on the tested side(s) is identical, so the seed-to-seed noise is zero and "
+            "the difference is exact (t is infinite); check that the seeds really differ "
+            "(did SEED reach the trainer?) before trusting it")
+        ci_low = ci_high = mean_delta
+    else:
+        t, p_value = _scipy_test(test, x, y, margin_value)
+        assert df is not None  # se > 0 implies a defined df
+        half_width = float(scipy.stats.t.ppf(1.0 - alpha, df)) * se
+        ci_low, ci_high = mean_delta - half_width, mean_delta + half_width
+
+    return Comparison(
+        test=test,
+        metric=metric,
+        margin=margin_value,
+        n_new=len(x),
+        n_baseline=len(y),
+        t=t,
+        df=df,
+        p_value=p_value,
+        mean_delta=mean_delta,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        significant=bool(p_value < alpha),
+        alpha=alpha,
+        new=new_sample,
+        baseline=base_sample,
+        margin_source=margin_source,
+        tokens_per_byte=ratio,
+        notes=tuple(notes),
+    )
+
+
+def _as_sample(values: Sample | Sequence[float], metric: str, role: str) -> Sample:
+    if isinstance(values, Sample):
+        if values.metric != metric:
+            raise StatsError(
+                f"the {role} values are {values.metric} but the comparison is in {metric}; "
+                f"compare like with like (--metric {values.metric}, or {role} values in {metric})")
+        return values
+    if isinstance(values, (str, bytes)):
+        raise StatsError(f"{role} values must be numbers, not the text {values!r}; "
+                         "resolve_sample() turns a source text into a Sample")
+    return Sample(tuple(values), metric, None, f"{role} values")
+
+
+def _check_tokens_per_byte(ratio: float) -> None:
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise StatsError(f"tokens per byte must be a positive number (val_bpb * ln2 / val_loss "
+                         "of your runs: about 0.41 for sp1024, 0.27 for sp8192 on FineWeb), got "
+                         f"{ratio}")
+
+
+def _check_counts(test: str, new: Sample, baseline: Sample) -> None:
+    if len(new.values) < 2:
+        raise StatsError(
+            f"the {'acceptance' if test == 'acceptance' else 'Welch'} test needs at least 2 new "
+            f"values (one per seed), got {len(new.values)} ({new.description}); run more seeds")
+    if not baseline.values:
+        raise StatsError("no baseline values: give the number to beat, e.g. --baseline 1.0810")
+    if test == "welch" and len(baseline.values) < 2:
+        raise StatsError(
+            f"Welch's test needs at least 2 baseline values (one per seed), got "
+            f"{len(baseline.values)} ({baseline.description}); pass the baseline record's per-seed "
+            "values (its submission.json, or --baseline v1,v2,v3), or use --test acceptance to "
+            "test against a single number")
+
+
+def _pick_tokens_per_byte(given: float | None, new: Sample, baseline: Sample,
+                          notes: list[str]) -> tuple[float | None, str]:
+    if given is not None:
+        return given, "--tokens-per-byte"
+    if new.tokens_per_byte is not None:
+        other = baseline.tokens_per_byte
+        if other is not None and abs(other - new.tokens_per_byte) > 0.005 * new.tokens_per_byte:
+            notes.append(
+                f"the two sides have different tokens-per-byte ratios ({new.tokens_per_byte:.4f} "
+                f"new, {other:.4f} baseline), so they use different tokenizers; the margin uses "
+                "the new side's ratio, and only bpb is comparable across tokenizers")
+        return new.tokens_per_byte, "the new values' val_bpb/val_loss"
+    if baseline.tokens_per_byte is not None:
+        return baseline.tokens_per_byte, "the baseline values' val_bpb/val_loss"
+    return None, ""
+
+
+def _resolve_margin(test: str, metric: str, margin: float | None, ratio: float | None,
+                    ratio_source: str) -> tuple[float, str]:
+    if margin is not None:
+        if not (math.isfinite(margin) and margin >= 0):
+            raise StatsError(f"--margin must be a number >= 0 (how much lower the new mean must "
+                             f"be, in {metric}), got {margin}")
+        return float(margin), f"{margin:g} {metric}, given"
+    if test == "welch":
+        return 0.0, f"0 {metric}: Welch's test without --margin, as the leaderboard's p= notes"
+    if metric == "nats":
+        return DEFAULT_MARGIN_NATS, f"{DEFAULT_MARGIN_NATS:g} nats: the challenge's rule"
+    if ratio is None:
+        raise StatsError(
+            f"the acceptance margin is {DEFAULT_MARGIN_NATS:g} nats, and converting it to bpb "
+            "needs your tokenizer's tokens-per-byte ratio, which these values do not carry. Give "
+            "--margin M in bpb, or --tokens-per-byte R (R = val_bpb * ln2 / val_loss of any of "
+            "your runs), or compare val_loss values in nats (--metric nats); a submission.json "
+            "with per-seed val_bpb and val_loss supplies R by itself")
+    value = DEFAULT_MARGIN_NATS / LN2 * ratio
+    return value, (f"{value:.6f} bpb: the challenge's {DEFAULT_MARGIN_NATS:g} nats at "
+                   f"{ratio:.4f} tokens/byte (from {ratio_source})")
+
+
+def _variance(values: np.ndarray) -> float:
+    """Sample variance (ddof=1), exactly 0 when all values are equal.
+
+    numpy's mean of n equal floats can be off by an ulp, which would leave a 1e-34 "variance" and
+    an astronomically large but finite t; equal values must take the exact zero-variance path.
+    """
+    return 0.0 if np.ptp(values) == 0 else float(values.var(ddof=1))
+
+
+def _degenerate(gap: float) -> tuple[float, float]:
+    """t and one-sided p when the standard error is zero: the sign of the gap decides exactly."""
+    if gap < 0:
+        return -math.inf, 0.0
+    if gap > 0:
+        return math.inf, 1.0
+    return 0.0, 0.5  # exactly on the threshold: no evidence either way
+
+
+def _scipy_test(test: str, x: np.ndarray, y: np.ndarray, margin: float) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            # One constant side is legitimate for Welch (its variance term is just 0); scipy warns
+            # about it as if precision were lost.
+            warnings.filterwarnings("ignore", message="Precision loss occurred",
+                                    category=RuntimeWarning)
+        if test == "acceptance":
+            result = scipy.stats.ttest_1samp(x, popmean=float(y.mean()) - margin,
+                                             alternative="less")
+        else:
+            result = scipy.stats.ttest_ind(x, y - margin, equal_var=False, alternative="less")
+    return float(result.statistic), float(result.pvalue)
+
+
+# ---------------------------------------------------------------------------------------- text
+
+
+def _fmt_p(p: float) -> str:
+    if p in (0.0, 1.0):
+        return f"{p:g}"  # exact (zero-variance) answers, not rounded ones
+    return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
+
+
+def _fmt_df(df: float | None) -> str:
+    if df is None:
+        return "undefined"
+    return f"{df:.0f}" if float(df).is_integer() else f"{df:.2f}"
+
+
+def format_comparison(c: Comparison) -> str:
+    """A human summary; the verdict line always names the test, margin, metric and seed counts."""
+    unit = c.metric
+    confidence = round(100 * (1 - 2 * c.alpha), 6)
+    lines = [f"{_TEST_NAMES[c.test]}", f"  H1: mean(new) < mean(baseline) - margin (lower is "
+                                       f"better)"]
+    for role, sample in (("new", c.new), ("baseline", c.baseline)):
+        if sample is None:
+            continue
+        spread = (f", sd {np.std(sample.values, ddof=1):.8f}" if len(sample.values) > 1 else "")
+        lines.append(f"  {role:<9} {len(sample.values)} value(s), mean {sample.mean:.8f}"
+                     f"{spread}  [{sample.description}]")
+    lines += [
+        f"  metric    {c.metric} ({_METRIC_NAMES[c.metric]})",
+        f"  margin    {c.margin_source}",
+        f"  delta     mean(new) - mean(baseline) = {c.mean_delta:+.8f} {unit}; "
+        f"{confidence:g}% CI [{c.ci_low:+.8f}, {c.ci_high:+.8f}]",
+        f"  t = {c.t:.4f}, df = {_fmt_df(c.df)}, one-sided p = {_fmt_p(c.p_value)}",
+    ]
+    notes = list(c.notes)
+    if c.test == "acceptance" and c.n_baseline == 1:
+        notes.append("a single baseline number stands for the baseline's reported mean")
+    lines += [f"  note: {note}" for note in notes]
+    verdict = "SIGNIFICANT" if c.significant else "NOT significant"
+    relation = "<" if c.significant else ">="
+    test_short = "acceptance test" if c.test == "acceptance" else "Welch's t-test"
+    lines.append(
+        f"{verdict} at alpha {c.alpha:g} (p = {_fmt_p(c.p_value)} {relation} {c.alpha:g}): "
+        f"{test_short}, one-sided, margin {c.margin:.6g} {unit}, metric {c.metric}, "
+        f"seeds: {c.n_new} new, {c.n_baseline} baseline")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class ValueSource:
+    """One way to write ``--new`` / ``--baseline``.
+
+    ``claims(spec)`` says whether the text is this source's; ``resolve(spec, metric, role)`` turns
+    it into a :class:`Sample` (``role`` is "new" or "baseline", for messages) or raises a
+    ``ValueError`` subclass with a clear message. ``syntax`` and ``help`` appear in ``--help``.
+    """
+
+    name: str
+    syntax: str
+    help: str
+    claims: Callable[[str], bool]
+    resolve: Callable[[str, str, str], Sample]
+    roles: tuple[str, ...] = ("new", "baseline")
+
+
+def _numbers_claim(spec: str) -> bool:
+    return True  # the fallback: anything no other source claims is read as numbers
+
+
+def _numbers_resolve(spec: str, metric: str, role: str) -> Sample:
+    items = [item.strip() for item in spec.split(",")]
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            what = "an empty item" if not item else f"{item!r} is not a number"
+            raise StatsError(f"--{role} {spec!r}: {what}. --{role} takes {_syntax_list(role)}")
+        values.append(value)
+    return Sample(tuple(values), metric, None, "comma list")
+
+
+def _submission_claim(spec: str) -> bool:
+    return spec.lower().endswith(".json") or Path(spec).is_file()
+
+
+def _submission_resolve(spec: str, metric: str, role: str) -> Sample:
+    if spec.lower().endswith(".csv"):
+        raise StatsError(f"--{role} {spec!r} looks like a leaderboard CSV; write "
+                         f"leaderboard:{spec} to use its best row as the baseline")
+    submission = load_submission(spec)
+    try:
+        values = submission.per_seed_values(metric)
+    except SubmissionError as exc:
+        mean = submission.val_bpb if metric == "bpb" else submission.val_loss
+        single = (f", or (acceptance test only) its mean alone with --{role} {mean:g}"
+                  if role == "baseline" and mean is not None else "")
+        raise SubmissionError(
+            f"{exc}; pass the per-seed values with --{role} v1,v2,...{single}") from None
+    seeds = ", ".join(submission.seeds)
+    return Sample(tuple(values), metric, submission.tokens_per_byte,
+                  f"{submission.label}: seeds {seeds} from '{submission.per_seed_source}'")
+
+
+_LEADERBOARD_PREFIX = "leaderboard:"
+
+
+def _leaderboard_claim(spec: str) -> bool:
+    return spec.startswith(_LEADERBOARD_PREFIX)
+
+
+def _split_leaderboard_spec(rest: str) -> tuple[str, str | None]:
+    """``FILE.csv`` or ``FILE.csv:RUN NAME``; the file part is the prefix that names a file."""
+    if Path(rest).is_file():
+        return rest, None
+    for index, char in enumerate(rest):
+        if char == ":" and Path(rest[:index]).is_file():
+            return rest[:index], rest[index + 1:]
+    lowered = rest.lower()
+    end = lowered.find(".csv")
+    return (rest[:end + 4] if end >= 0 else rest), None
+
+
+def _leaderboard_resolve(spec: str, metric: str, role: str) -> Sample:
+    rest = spec[len(_LEADERBOARD_PREFIX):]
+    if not rest:
+        raise StatsError("leaderboard: needs a file: leaderboard:FILE.csv or "
+                         "leaderboard:FILE.csv:RUN NAME")
+    if metric != "bpb":
+        raise StatsError("leaderboard scores are val_bpb; compare in bpb (--metric bpb), or give "
+                         "the baseline's val_loss values in nats as a comma list")
+    file_name, run = _split_leaderboard_spec(rest)
+    board = read_leaderboard(file_name)
+    if run is not None and run.strip():
+        row = board.find(run)
+        which = f"row {row.run!r}"
+    else:
+        row = board.best  # type: ignore[assignment]
+        if row is None:
+            raise LeaderboardError(f"{file_name} has no row with a usable score")
+        which = f"best row {row.run!r}"
+    description = f"{file_name}: {which} (line {row.line}, {row.score_text} bpb)"
+    if board.problems:
+        lines = ", ".join(str(problem.line) for problem in board.problems)
+        description += f"; {len(board.problems)} unusable row(s) on line(s) {lines} not considered"
+    return Sample((row.score,), metric, None, description)
+
+
+VALUE_SOURCES: list[ValueSource] = [
+    ValueSource(
+        name="leaderboard",
+        syntax="leaderboard:FILE.csv[:RUN NAME]",
+        help="a leaderboard CSV's best row, or the row of that run (one number, bpb)",
+        claims=_leaderboard_claim,
+        resolve=_leaderboard_resolve,
+        roles=("baseline",),
+    ),
+    ValueSource(
+        name="submission",
+        syntax="PATH/submission.json",
+        help="a record's per-seed values (val_bpb, or val_loss with --metric nats)",
+        claims=_submission_claim,
+        resolve=_submission_resolve,
+    ),
+    ValueSource(
+        name="numbers",
+        syntax="V1,V2,...",
+        help="numbers separated by commas, in the unit of --metric",
+        claims=_numbers_claim,
+        resolve=_numbers_resolve,
+    ),
+]
+"""Value sources, tried in order; the last one (numbers) takes whatever the others do not claim.
+
+To add a source (say ``experiment:DIR:CONFIG``), write its ``claims``/``resolve`` functions and call
+:func:`register_value_source`; ``--help`` and error messages pick it up from here.
+"""
+
+
+def register_value_source(source: ValueSource) -> None:
+    """Add a value source, tried before the catch-all comma list of numbers.
+
+    Register before :func:`register` builds the ``compare`` parser, so ``--help`` lists it.
+    """
+    if any(existing.name == source.name for existing in VALUE_SOURCES):
+        raise ValueError(f"a value source named {source.name!r} is already registered")
+    VALUE_SOURCES.insert(len(VALUE_SOURCES) - 1, source)
+
+
+def resolve_sample(spec: str, *, metric: str = "bpb", role: str = "new") -> Sample:
+    """Turn the text of ``--new`` or ``--baseline`` (``role``) into a :class:`Sample`."""
+    if metric not in METRICS:
+        raise StatsError(f"unknown metric {metric!r}: use 'bpb' or 'nats'")
+    text = spec.strip()
+    if not text:
+        raise StatsError(f"--{role} is empty; it takes {_syntax_list(role)}")
+    for source in VALUE_SOURCES:
+        if source.claims(text):
+            if role not in source.roles:
+                raise StatsError(f"--{role} cannot be {source.syntax} ({source.name} is only for "
+                                 f"{' or '.join('--' + r for r in source.roles)}); --{role} takes "
+                                 f"{_syntax_list(role)}")
+            return source.resolve(text, metric, role)
+    raise StatsError(f"--{role} {spec!r}: not understood; it takes {_syntax_list(role)}")
+
+
+def _syntax_list(role: str) -> str:
+    forms = [source.syntax for source in VALUE_SOURCES if role in source.roles]
+    return ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+_DESCRIPTION = """\
+Test whether new runs beat a baseline, one-sided (lower val_bpb / val_loss is better).
+
+  --test acceptance  the challenge's record rule: a one-sided one-sample t-test of the new
+                     per-seed values against mean(baseline) - margin, margin 0.005 nats by
+                     default. The baseline is usually one number, the current best.
+  --test welch       Welch's unequal-variance two-sample t-test on per-seed values, as in the
+                     leaderboard's "p=..." notes: margin 0 unless --margin is given. Needs >= 2
+                     values on each side.
+
+The margin is in the unit of --metric. Comparing bpb (the default), the acceptance test's 0.005
+nats becomes 0.005 / ln 2 * tokens_per_byte bpb, with the ratio from --tokens-per-byte or from a
+submission.json that reports val_bpb and val_loss per seed; without either, give --margin in bpb
+or compare in nats.
+
+The result is significant when p < --alpha (default 0.01). The confidence interval printed is the
+central (1 - 2*alpha) interval for mean(new) - mean(baseline) (98% by default): its upper end is
+the one-sided (1 - alpha) bound, so "significant" means exactly "upper end < -margin".
+"""
+
+
+def _epilog() -> str:
+    sources = "\n".join(
+        f"  {source.syntax}\n      {source.help}"
+        + ("" if source.roles == ("new", "baseline") else f" [{', '.join(source.roles)} only]")
+        for source in VALUE_SOURCES)
+    return f"""\
+value sources for --new and --baseline:
+{sources}
+
+examples:
+  # the leaderboard's "beats #1493 (p=0.020)": Welch, per-seed bpb, no margin -> p = 0.0203
+  sweeps compare --new 1.07928348,1.07996676,1.08024795 \\
+                 --baseline 1.08079352,1.08103103,1.08118408 --test welch --json
+
+  # the record rule against the leaderboard's best row (margin from the submission's ratio)
+  sweeps compare --new records/my_run/submission.json --baseline leaderboard:leaderboard_10min.csv
+
+  # the same in nats, on val_loss values
+  sweeps compare --new 2.7879,2.7897,2.7904 --baseline 2.7925 --metric nats
+
+--json prints {{"test", "metric", "margin", "n_new", "n_baseline", "t", "df", "p_value",
+"mean_delta", "ci_low", "ci_high", "significant"}}; t is -Infinity/Infinity and p 0 or 1 when the
+values have zero variance (an exact difference), and df is null where undefined. Exit status: 0
+when the test ran (significant or not), 2 on bad input.
+"""
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``compare`` subcommand to a ``sweeps`` argument parser."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="is a new result significantly better? (the record rule or Welch's t-test)",
+        description=_DESCRIPTION,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--new", required=True, metavar="SOURCE",
+                        help="the new runs' values (see value sources below)")
+    parser.add_argument("--baseline", required=True, metavar="SOURCE",
+                        help="the values to beat (see value sources below)")
+    parser.add_argument("--test", choices=TESTS, default="acceptance",
+                        help="acceptance (default: the challenge's record rule) or welch")
+    parser.add_argument("--metric", choices=METRICS, default="bpb",
+                        help="bpb (val_bpb, default) or nats (val_loss); the unit of the values "
+                             "and of --margin")
+    parser.add_argument("--margin", type=float, metavar="M",
+                        help="required improvement in the unit of --metric (default: 0.005 nats "
+                             "for acceptance, converted to bpb when comparing bpb; 0 for welch)")
+    parser.add_argument("--tokens-per-byte", type=float, metavar="R",
+                        help="tokens per byte of the validation set (val_bpb * ln2 / val_loss of "
+                             "your runs), to convert the 0.005-nat margin into bpb")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help="significance level; significant means p < alpha (default 0.01)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Handler of ``sweeps compare``; returns the exit code (2 on bad input)."""
+    try:
+        new = resolve_sample(args.new, metric=args.metric, role="new")
+        baseline = resolve_sample(args.baseline, metric=args.metric, role="baseline")
+        result = compare(new, baseline, test=args.test, metric=args.metric, margin=args.margin,
+                         tokens_per_byte=args.tokens_per_byte, alpha=args.alpha)
+    except (StatsError, SubmissionError, LeaderboardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_comparison(result))
+    return 0
