@@ -1,0 +1,230 @@
+"""Printing a sweep: its plan, the per-trial table, the per-config summary, and significance.
+
+Every significance line says which test, which metric, which margin and how many seeds, because a
+"p = 0.03" without them means nothing. Configs are compared with the sweep's baseline by Welch's
+one-sided two-sample t-test on per-seed val_bpb, margin 0 (as the leaderboard's p= notes). The
+sweep runs the same seeds for every config, so the samples are paired; Welch's test ignores the
+pairing, which makes it conservative when a seed moves all configs the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pandas as pd
+
+from sweeps.results import _TuneCallback, config_values, describe_statuses, labels_in_order, param_columns
+from sweeps.spec import SweepPlan
+from sweeps.stats import Comparison, StatsError, compare
+
+TRIAL_VIEW = ("label", "seed", "status", "val_bpb", "val_loss", "bytes_total", "under_limit",
+              "train_s", "eval_s", "steps", "step_avg_ms")
+SIGNIFICANCE_TEST = "welch"
+SIGNIFICANCE_METRIC = "bpb"
+
+
+@dataclass(frozen=True)
+class ConfigComparison:
+    """One config against the baseline: the comparison, or why there is none."""
+
+    label: str
+    baseline: str
+    comparison: Comparison | None
+    reason: str | None = None
+
+
+def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False) -> str:
+    """What is about to run: program, scale, configs x seeds, resources, scheduler, storage."""
+    what = (f"golf.train, preset {plan.stack}" if plan.is_golf
+            else f"{plan.program.describe()} {' '.join(plan.program.args)}".rstrip())
+    if plan.gpus_per_trial:
+        resources = (f"{plan.gpus_per_trial} GPU(s) per trial ({plan.nproc} ranks), "
+                     f"{plan.cpus_per_trial:g} CPUs")
+    else:
+        resources = (f"CPU, {plan.cpu_procs} process(es) per trial, {plan.cpus_per_trial:g} CPU(s) "
+                     "reserved")
+    scheduler = ("FIFO (every trial runs to the end)" if plan.scheduler is None else
+                 f"ASHA on val_bpb: grace {plan.scheduler.grace_steps} steps, max "
+                 f"{plan.scheduler.max_steps}, reduction factor {plan.scheduler.reduction_factor:g}")
+    data = ("demo corpus (built on each node on first use)" if plan.demo_data else
+            ", ".join(f"{key}={plan.fixed_env[key]}" for key in ("DATA_PATH", "TOKENIZER_PATH")
+                      if key in plan.fixed_env) or "not used")
+    lines = [
+        f"sweep {plan.name}: {len(plan.labels)} config(s) x {len(plan.seeds)} seed(s) = "
+        f"{len(plan.labels) * len(plan.seeds)} trials at {plan.scale} scale",
+        f"  program:   {what}",
+        f"  fixed:     {_env_text(plan.fixed_env) or '(none)'}",
+        f"  seeds:     {', '.join(map(str, plan.seeds))}",
+        f"  resources: {resources}; at most {plan.max_concurrent or 'as many as fit'} at once",
+        f"  scheduler: {scheduler}",
+        f"  data:      {data}",
+        f"  storage:   {location}",
+    ]
+    if plan.baseline_label:
+        lines.append(f"  baseline:  {plan.baseline_label}")
+    if list_trials:
+        lines.append("trials:")
+        lines += [f"  {i:>3}  {t.label}  seed={t.seed}" for i, t in enumerate(plan.trials)]
+    return "\n".join(lines)
+
+
+def _env_text(env: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in env.items() if k not in ("DATA_PATH", "TOKENIZER_PATH"))
+
+
+def format_table(frame: pd.DataFrame, columns: Sequence[str] = TRIAL_VIEW) -> str:
+    """The per-trial table for a terminal (errors listed under it, first line each)."""
+    if frame.empty:
+        return "(no trials yet)"
+    shown = _display(frame[[c for c in columns if c in frame.columns]], digits=4)
+    text = shown.to_string(index=False)
+    failed = frame[frame["error"].notna()]
+    if not failed.empty:
+        text += "\nerrors:"
+        for _, row in failed.iterrows():
+            first = str(row["error"]).splitlines()[0]
+            text += (f"\n  {row['label']} seed={row['seed']}: {first}"
+                     f"\n    (full text: {row['trial_dir']}/trial.json)")
+    return text
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """Per-config n, mean/std/min/max of val_bpb and val_loss, mean bytes and seconds."""
+    if summary.empty:
+        return "(no configs)"
+    view = _display(summary.drop(columns=param_columns(summary)), digits=5)
+    return view.to_string(index=False)
+
+
+def _display(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """Text cells: floats to ``digits`` decimals (byte counts and seconds >= 100 whole), '-' for
+    missing values of any dtype."""
+    def cell(value: object) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+        return str(value)
+
+    return frame.astype(object).apply(lambda column: column.map(cell))
+
+
+def compare_with_baseline(frame: pd.DataFrame, baseline: str | None) -> list[ConfigComparison]:
+    """Each config against the baseline (Welch, one-sided, val_bpb, margin 0)."""
+    if baseline is None:
+        return []
+    base_values = config_values(frame, baseline, SIGNIFICANCE_METRIC)
+    out = []
+    for label in labels_in_order(frame):
+        if label == baseline:
+            continue
+        values = config_values(frame, label, SIGNIFICANCE_METRIC)
+        if len(values) < 2 or len(base_values) < 2:
+            out.append(ConfigComparison(label, baseline, None,
+                                        f"needs >= 2 finished seeds on each side (have {len(values)} "
+                                        f"vs {len(base_values)})"))
+            continue
+        try:
+            result = compare(values, base_values, test=SIGNIFICANCE_TEST,
+                             metric=SIGNIFICANCE_METRIC, margin=0.0)
+        except StatsError as err:
+            out.append(ConfigComparison(label, baseline, None, str(err)))
+            continue
+        out.append(ConfigComparison(label, baseline, result))
+    return out
+
+
+def format_comparisons(comparisons: Sequence[ConfigComparison], baseline: str | None) -> str:
+    if baseline is None:
+        return "significance: no baseline config in the sweep (Sweep(baseline={...}) names one)"
+    if not comparisons:
+        return f"significance: only the baseline {baseline} ran"
+    lines = [
+        f"significance against the baseline {baseline}: Welch's unequal-variance t-test, "
+        "one-sided (H1: the config's mean val_bpb is lower), on per-seed val_bpb (bits per byte), "
+        "margin 0, alpha 0.01. Every config ran the same seeds, so the samples are paired; "
+        "Welch's test ignores the pairing (conservative when seeds shift all configs alike).",
+    ]
+    for item in comparisons:
+        if item.comparison is None:
+            lines.append(f"  {item.label}: not tested: {item.reason}")
+            continue
+        c = item.comparison
+        verdict = "significant" if c.significant else "not significant"
+        df = "undefined" if c.df is None else f"{c.df:.1f}"
+        lines.append(
+            f"  {item.label}: delta {c.mean_delta:+.5f} bpb (n={c.n_new} vs {c.n_baseline}), "
+            f"t={c.t:.3f}, df={df}, p={c.p_value:.4g}: {verdict} at p < {c.alpha:g}")
+        lines += [f"    note: {note}" for note in c.notes]
+    return "\n".join(lines)
+
+
+def format_outcome(table: pd.DataFrame, summary: pd.DataFrame,
+                   comparisons: Sequence[ConfigComparison], baseline: str | None,
+                   location: str) -> str:
+    """The end of a sweep: per-trial table, per-config summary, significance, where files are."""
+    parts = ["", f"results ({describe_statuses(table)}):", format_table(table), "",
+             "per config (n = finished seeds):", format_summary(summary), ""]
+    if baseline is not None or len(labels_in_order(table)) > 1:
+        parts += [format_comparisons(comparisons, baseline), ""]
+    parts.append(f"table: {location}/results.parquet and results.csv "
+                 f"(`sweeps table {location}` rebuilds it)")
+    return "\n".join(parts)
+
+
+class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+    """One line per trial start, end, failure or retry: the sweep's progress without Tune's tables.
+
+    ``sweeps run --verbose`` shows Tune's own status tables instead.
+    """
+
+    def __init__(self, plan: SweepPlan, out: TextIO) -> None:
+        self.plan, self.out = plan, out
+        self.total = len(plan.trials)
+        self.ended = 0
+        self.started = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state (for Tuner.restore); a stream
+        # cannot be pickled, and a restored sweep prints to its own stdout anyway.
+        return {**self.__dict__, "out": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.out = self.out or sys.stdout
+
+    def _name(self, trial: Any) -> str:
+        config = trial.config or {}
+        return f"{self.plan.label_of(config.get('params') or {})} seed {config.get('seed')}"
+
+    def _print(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:7.1f}s] {text}", file=self.out, flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"started  {self._name(trial)}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._print(f"retrying {self._name(trial)} (it failed; a saved artifact is evaluated, not retrained)")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        result = trial.last_result or {}
+        if result.get("phase") == "final" and result.get("val_bpb") is not None:
+            detail = f"val_bpb {result['val_bpb']:.5f}"
+            if result.get("bytes_total") is not None:
+                detail += f", {int(result['bytes_total']):,} bytes"
+        else:
+            detail = f"stopped by the scheduler at step {result.get('step', '?')}"
+        seconds = result.get("time_total_s")
+        took = f" in {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
+        self._print(f"finished {self._name(trial)}: {detail}{took} ({self.ended}/{self.total} ended)")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended += 1
+        self._print(f"ERROR    {self._name(trial)} ({self.ended}/{self.total} ended); its log tail is "
+                    "in the results table and in the trial's train.log")
