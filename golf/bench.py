@@ -151,15 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"golf.bench: {err}", file=sys.stderr)
         return 2
     ctx = init_distributed(cfg.device)
+    succeeded = False
     try:
         result = run(ctx, args.steps, args.warmup, args.peak_tflops)
         if ctx.is_master:
             print(report(result), flush=True)
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2) + "\n")
+        succeeded = True
         return 0
     finally:
-        shutdown()
+        shutdown(together=succeeded)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -426,9 +427,17 @@ def assemble_model(cfg: GolfConfig, ctx: DistContext) -> AssembledModel:
     if ctx.is_distributed:
         train_model = DistributedDataParallel(
             eval_model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-            broadcast_buffers=False,
+            **_no_buffer_sync_per_forward(),
         )
     return AssembledModel(base, eval_model, train_model, kernel, compiled, qat_layers)
+
+
+def _no_buffer_sync_per_forward() -> dict[str, bool]:
+    """DDP's switch for not re-broadcasting buffers every forward (they are the same on every rank:
+    rotary tables and QAT switches); torch 2.13 renamed it, older versions only know the old name."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def train_step(
@@ -510,9 +519,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     ctx = init_distributed(cfg.device)
     trial: Trial | None = None
+    succeeded = False
     try:
         trial = Trial(cfg, stack, scale, ctx)
         trial.run()
+        succeeded = True
         return 0
     except BaseException as err:  # noqa: BLE001 - every failure ends in result.json and a clear last line
         stopped = isinstance(err, (RunStopped, KeyboardInterrupt))
@@ -525,7 +536,7 @@ def main() -> int:
             trial.finish("stopped" if stopped else "failed", message)
         return 143 if stopped else 1
     finally:
-        shutdown()
+        shutdown(together=succeeded)
 
 
 if __name__ == "__main__":

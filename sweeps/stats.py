@@ -368,8 +368,7 @@ def format_comparison(c: Comparison) -> str:
     """A human summary; the verdict line always names the test, margin, metric and seed counts."""
     unit = c.metric
     confidence = round(100 * (1 - 2 * c.alpha), 6)
-    lines = [f"{_TEST_NAMES[c.test]}", f"  H1: mean(new) < mean(baseline) - margin (lower is "
-                                       f"better)"]
+    lines = [_TEST_NAMES[c.test], "  H1: mean(new) < mean(baseline) - margin (lower is better)"]
     for role, sample in (("new", c.new), ("baseline", c.baseline)):
         if sample is None:
             continue

@@ -43,3 +43,26 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):
     from golf.corpus import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo"), quiet=True)
+
+
+SMALL_EXPERIMENT = TEST_DATA / "sweeps" / "experiment_qat_small"
+
+
+@pytest.fixture
+def experiment(tmp_path: Path) -> Path:
+    """A copy of a small real experiment directory (2 configs x 3 seeds, one trial errored)."""
+    import shutil
+
+    target = tmp_path / "qat_small"
+    shutil.copytree(SMALL_EXPERIMENT, target)
+    return target
+
+
+@pytest.fixture
+def restore_value_sources():
+    """`sweeps compare`'s value-source registry is process-wide: put it back after the test."""
+    from sweeps import stats
+
+    saved = list(stats.VALUE_SOURCES)
+    yield
+    stats.VALUE_SOURCES[:] = saved

@@ -22,26 +22,11 @@ from sweeps.results import config_values, load_results
 from sweeps.stats import compare
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = REPO / "tests" / "data" / "sweeps" / "experiment_qat_small"
 FLAGSHIP = REPO / "sweeps" / "qat_vs_lawa.py"
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(autouse=True)
-def _value_sources_restored():
-    """`sweeps compare`'s source registry is process-wide: leave it as other tests expect it."""
-    from sweeps import stats
-
-    saved = list(stats.VALUE_SOURCES)
-    yield
-    stats.VALUE_SOURCES[:] = saved
-
-
-@pytest.fixture
-def experiment(tmp_path) -> Path:
-    target = tmp_path / "qat_small"
-    shutil.copytree(EXPERIMENT, target)
-    return target
+pytestmark = pytest.mark.usefixtures("restore_value_sources")
 
 
 def test_help_names_every_command_with_examples(capsys):

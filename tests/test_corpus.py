@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
 import golf.corpus as corpus

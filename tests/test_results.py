@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -16,25 +15,10 @@ from sweeps.results import (
 )
 from sweeps.stats import StatsError, resolve_sample
 
-EXPERIMENT = Path(__file__).resolve().parent / "data" / "sweeps" / "experiment_qat_small"
 ERRORED = "e3d9e_00005_QAT_ENABLED=1_seed2024"
 
 
-@pytest.fixture(autouse=True)
-def _value_sources_restored():
-    """`sweeps compare`'s source registry is process-wide: leave it as other tests expect it."""
-    from sweeps import stats
-
-    saved = list(stats.VALUE_SOURCES)
-    yield
-    stats.VALUE_SOURCES[:] = saved
-
-
-@pytest.fixture
-def experiment(tmp_path) -> Path:
-    target = tmp_path / "qat_small"
-    shutil.copytree(EXPERIMENT, target)
-    return target
+pytestmark = pytest.mark.usefixtures("restore_value_sources")
 
 
 def _result(experiment: Path, trial: str) -> dict:

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -99,7 +98,7 @@ def test_qat_and_lawa_are_really_on(tmp_path, demo_data):
     qat, lawa = result["techniques"]["qat"], result["techniques"]["lawa"]
     # late QAT switched on where the LR scale first fell below the threshold (warmdown: last 12 of 40)
     assert qat["enabled"] and len(qat["layers"]) == 24 and qat["enabled_at_step"] == 35
-    assert f"late_qat:enabled step:35 scale:0.4167" in log
+    assert "late_qat:enabled step:35 scale:0.4167" in log
     # LAWA: snapshots every 2 steps once 80% of the 40 steps are done, then their mean
     assert lawa["snapshot_steps"] == [32, 34, 36, 38, 40] and lawa["snapshots"] == 5
     assert "lawa:applying average of 5 checkpoints" in log

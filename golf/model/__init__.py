@@ -1,7 +1,6 @@
 """The model: the challenge's baseline GPT and its building blocks."""
 
 from golf.model.gpt import (
-    CONTROL_TENSOR_NAME_PATTERNS,
     GPT,
     attach_fake_quant,
     build_model,
@@ -11,6 +10,6 @@ from golf.model.gpt import (
 from golf.model.layers import CastedLinear, FakeQuant
 
 __all__ = [
-    "CONTROL_TENSOR_NAME_PATTERNS", "GPT", "CastedLinear", "FakeQuant", "attach_fake_quant",
+    "GPT", "CastedLinear", "FakeQuant", "attach_fake_quant",
     "build_model", "is_control_tensor", "set_fake_quant",
 ]

@@ -13,7 +13,7 @@ from golf.model.attention import CausalSelfAttention
 from golf.model.layers import CastedLinear, FakeQuant, rms_norm
 # Small "control" tensors are trained by the scalar Adam group and exported as fp32 passthrough;
 # the export owns the name patterns so training and export cannot disagree.
-from golf.quant.export import CONTROL_TENSOR_NAME_PATTERNS, is_control_tensor  # noqa: F401
+from golf.quant.export import is_control_tensor
 
 
 class MLP(nn.Module):
