@@ -320,10 +320,6 @@ def unknown_key_message(key: str) -> str:
     return f"unknown config key {key!r}{hint} (`golf train --list-config` lists every key)"
 
 
-def is_config_key(key: str) -> bool:
-    return key.strip().upper() in _BY_KEY
-
-
 def parse_overrides(overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Typed values by field name for {key: value}; every bad key or value is reported at once."""
     parsed: dict[str, Any] = {}
@@ -433,12 +429,17 @@ def validate(cfg: GolfConfig, world_size: int = 1, *, check_runtime: bool = True
         problems.append(f"world size {world_size} must be at least 1")
     else:
         problems.extend(_batch_problems(cfg, world_size))
-    if cfg.muon_momentum_warmup_start > 1 or cfg.muon_momentum > 1:
-        problems.append("Muon momentum must be at most 1")
     if cfg.qat_enabled and cfg.quant_format != "int6":
         problems.append(
             f"QAT_ENABLED=1 trains on the int6 grid but QUANT_FORMAT={cfg.quant_format} exports "
             "something else: set QUANT_FORMAT=int6 (with COMPRESSOR=zstd, as the QAT records do)"
+        )
+    largest_matrix = cfg.model_dim * max(cfg.model_dim, cfg.mlp_hidden)
+    if cfg.qat_enabled and largest_matrix <= cfg.quant_keep_float_max_numel:
+        problems.append(
+            f"QAT_ENABLED=1 but no attention/MLP matrix exceeds QUANT_KEEP_FLOAT_MAX_NUMEL="
+            f"{cfg.quant_keep_float_max_numel} (the largest has {largest_matrix} elements), so nothing "
+            "is exported on the int6 grid: lower QUANT_KEEP_FLOAT_MAX_NUMEL or turn QAT off"
         )
     if not cfg.qat_enabled and cfg.late_qat_threshold > 0:
         problems.append(
@@ -450,8 +451,6 @@ def validate(cfg: GolfConfig, world_size: int = 1, *, check_runtime: bool = True
             f"LAWA_INTERVAL={cfg.lawa_interval} is longer than ITERATIONS={cfg.iterations}: "
             "no snapshot could ever be taken; lower LAWA_INTERVAL"
         )
-    if cfg.eval_only_from and not cfg.eval_only_from.strip():
-        problems.append("EVAL_ONLY_FROM is blank: give a run folder or leave it unset")
     if check_runtime:
         if cfg.compressor == "zstd" and importlib.util.find_spec("zstandard") is None:
             problems.append("COMPRESSOR=zstd needs the zstandard package: pip install zstandard")

@@ -26,10 +26,6 @@ class EvalResult:
     bytes: int
     seconds: float
 
-    @property
-    def tokens_per_byte(self) -> float:
-        return self.tokens / self.bytes
-
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on GPUs (the reference); CPUs run in fp32."""

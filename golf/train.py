@@ -43,13 +43,15 @@ from golf.evaluate import EvalResult, autocast_for, evaluate
 from golf.model import FakeQuant, attach_fake_quant, build_model, set_fake_quant
 from golf.model.attention import resolve_attention
 from golf.optim import Lawa, OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum
-from golf.quant import ArtifactSize, ExportFormat, code_bytes, is_int6_tensor, loaded_source_files, pack_artifact, unpack_artifact
+from golf.quant import (
+    INT6_BITS, ArtifactSize, ExportFormat, code_bytes, loaded_source_files, pack_artifact, qat_target_names,
+    unpack_artifact,
+)
 from golf.runlog import RunLog, eprint, write_bytes_atomic, write_json_atomic
 from golf.tokenizer import ByteCounter, build_byte_tables, check_vocab, load_tokenizer
 
 RESULT_SCHEMA = "golf.result/1"
 TRAIN_STATE_FILE = "train_state.json"
-QAT_BITS = 6
 # Fields that describe where and how a run executes rather than what was trained; an eval-only
 # resume takes these from its own environment and everything else from the training run.
 RUNTIME_FIELDS = (
@@ -167,7 +169,7 @@ class Trial:
             f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
             f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
         qat_start = "step0" if cfg.late_qat_threshold <= 0 else f"lr_scale<{cfg.late_qat_threshold}"
-        log(f"qat:{cfg.qat_enabled}(bits={QAT_BITS},grid={cfg.quant_grid},start={qat_start},layers={len(self.qat_layers)}) "
+        log(f"qat:{cfg.qat_enabled}(bits={INT6_BITS},grid={cfg.quant_grid},start={qat_start},layers={len(self.qat_layers)}) "
             f"lawa:{cfg.lawa_enabled}(start_frac={cfg.lawa_start_frac},interval={cfg.lawa_interval},k={cfg.lawa_k}) "
             f"export:{self.fmt.label}")
         log(f"seed:{cfg.seed}")
@@ -409,15 +411,9 @@ def assemble_model(cfg: GolfConfig, ctx: DistContext) -> AssembledModel:
     base = build_model(cfg, ctx.device, kernel)
     qat_layers: list[str] = []
     if cfg.qat_enabled:
-        fmt = export_format(cfg)
-        qat_layers = attach_fake_quant(
-            base, lambda name, w: is_int6_tensor(name, w, fmt), FakeQuant(QAT_BITS, cfg.quant_grid)
-        )
-        if not qat_layers:
-            raise ConfigError(
-                "QAT_ENABLED=1 but no weight is large enough to be exported on the int6 grid "
-                f"(QUANT_KEEP_FLOAT_MAX_NUMEL={cfg.quant_keep_float_max_numel}): lower it"
-            )
+        # exactly the weights the export puts on the int6 grid (validate() made sure there are some)
+        targets = set(qat_target_names(base.named_parameters(), export_format(cfg)))
+        qat_layers = attach_fake_quant(base, lambda name, w: name in targets, FakeQuant(INT6_BITS, cfg.quant_grid))
     compiled = cfg.torch_compile == "1" or (cfg.torch_compile == "auto" and ctx.device.type == "cuda")
     eval_model: nn.Module = base
     if compiled:

@@ -87,6 +87,8 @@ def test_validation_reports_every_problem_at_once():
     (1, {"TRAIN_BATCH_TOKENS": 8 * 1000}, "not a multiple of TRAIN_SEQ_LEN"),
     (8, {"VAL_BATCH_SIZE": 4096}, "less than one sequence per rank"),
     (1, {"LATE_QAT_THRESHOLD": 0.2}, "no effect without QAT"),
+    (1, {"QAT_ENABLED": 1, "QUANT_FORMAT": "int6", "QUANT_KEEP_FLOAT_MAX_NUMEL": 10**9},
+     "nothing is exported on the int6 grid"),
 ])
 def test_batch_and_combination_checks(world_size, overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
