@@ -24,7 +24,8 @@ from golf.config import ConfigError, config_from_env, validate
 from golf.distributed import DistContext, init_distributed, shutdown, synchronize, world_size_from_env
 from golf.model import CastedLinear
 from golf.optim import build_optimizers
-from golf.train import apply_update, assemble_model, describe_device, train_step
+from golf.techniques import Progress, TechniqueSet
+from golf.train import apply_update, assemble_model, describe_device, export_policy, train_step
 
 REFERENCE_MS_PER_STEP = 43.54
 REFERENCE_TOKENS_PER_STEP = 524_288
@@ -74,17 +75,25 @@ def peak_tflops(device: torch.device, override: float) -> float | None:
 def run(ctx: DistContext, steps: int, warmup: int, peak_override: float) -> dict[str, Any]:
     cfg, stack, scale = config_from_env()
     torch.manual_seed(cfg.seed)
-    built = assemble_model(cfg, ctx)
-    optimizers = build_optimizers(built.base, cfg)
+    techniques = TechniqueSet(cfg)
+    built = assemble_model(cfg, ctx, techniques, export_policy(cfg, techniques), log=lambda line: None)
+    optimizers = build_optimizers(built.base, cfg, built.roles)
     accum = cfg.grad_accum_for(ctx.world_size)
     batches = SyntheticBatches(cfg.vocab_size, cfg.seed + ctx.rank, ctx.device)
     built.train_model.train()
+    # The techniques' step hooks run as in training (QAT switched on from step 0, EMA updates, ...),
+    # so a technique's cost per step is part of what is measured.
+    built.run.optimizers = optimizers
+    techniques.on_train_start(built.run)
+    total = warmup + steps
     times_ms = []
-    for i in range(warmup + steps):
+    for i in range(total):
         synchronize(ctx.device)
         started = time.perf_counter()
+        techniques.before_step(Progress(i, 1.0, i / total, 0.0), built.run)
         train_step(built.train_model, batches, optimizers, cfg, accum, ctx.device)
         apply_update(built.base, optimizers, cfg, step=i, scale=1.0)
+        techniques.after_step(Progress(i + 1, 1.0, (i + 1) / total, 0.0), built.run)
         synchronize(ctx.device)
         if i >= warmup:
             times_ms.append(1000.0 * (time.perf_counter() - started))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from golf.config import PRESET_ENV, SCALE_ENV, ConfigError, describe_fields, resolve, validate
+from golf.data import DataError
 from golf.presets import SCALES, preset_names, resolve_names
 
 EXAMPLES = """examples:
@@ -74,14 +75,22 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[dict[str, str], int]:
-    """Validated child environment and process count for ``train``/``bench``."""
+def prepare_run(args: argparse.Namespace, *, check_data: bool = False) -> tuple[dict[str, str], int]:
+    """Validated child environment and process count for ``train``/``bench``.
+
+    ``check_data``: also check the shards and tokenizer (:func:`golf.preflight.preflight`) here,
+    so a bad shard is one line from this process instead of a failure report from torchrun.
+    """
     stack, scale = resolve_names(args.preset, args.scale)
     overrides = parse_assignments(args.settings)
     cfg = resolve(stack, scale, overrides=overrides, environ=os.environ)
     nproc = args.nproc_per_node or default_nproc()
     validate(cfg, world_size=nproc)
     ensure_demo_data(cfg.data_path, cfg.tokenizer_path)
+    if check_data:
+        from golf.preflight import preflight
+
+        preflight(cfg)
     env = dict(os.environ)
     env.update(cfg.to_env())
     env[PRESET_ENV], env[SCALE_ENV] = stack, scale
@@ -105,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.list_config:
         print(describe_fields())
         return 0
-    env, nproc = prepare_run(args)
+    env, nproc = prepare_run(args, check_data=True)
     return run_child(module_command("golf.train", nproc), env)
 
 
@@ -128,7 +137,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from golf.corpus import add_data_commands
+    from golf.corpus.cli import add_data_commands
 
     parser = argparse.ArgumentParser(
         prog="golf", description="The Parameter Golf pipeline: data -> train -> quantize -> evaluate.",
@@ -168,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"golf: {err}", file=sys.stderr)
         return 2
 

@@ -17,44 +17,21 @@ import difflib
 import importlib.util
 import math
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-PRESET_ENV = "GOLF_PRESET"
-SCALE_ENV = "GOLF_SCALE"
+from golf.contract import PRESET_ENV, SCALE_ENV
+from golf.knobs import Checks, ConfigError, knob
+from golf.quant.compress import codec_spec, missing_package
+from golf.techniques import SECTIONS, TECHNIQUES
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the field and the fix."""
-
-    def __init__(self, problems: str | Iterable[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            message = f"{len(self.problems)} configuration problems:\n" + "\n".join(
-                f"  - {p}" for p in self.problems
-            )
-        super().__init__(message)
-
-
-def knob(
-    default: Any,
-    help: str,
-    *,
-    aliases: tuple[str, ...] = (),
-    choices: tuple[str, ...] | None = None,
-    min: float | None = None,
-    max: float | None = None,
-) -> Any:
-    """A config field with its one-line meaning, accepted aliases and allowed values."""
-    meta = {"help": help, "aliases": aliases, "choices": choices, "min": min, "max": max}
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
-class GolfConfig:
+class CoreSettings:
+    """The pipeline's own knobs; each technique's knobs live in its module (golf.techniques)."""
+
     # --- run and data -------------------------------------------------------------------------
     data_path: str = knob(
         "./data/datasets/fineweb10B_sp1024",
@@ -122,8 +99,15 @@ class GolfConfig:
         choices=("int8", "int6"),
     )
     compressor: str = knob(
-        "zlib", "artifact compression: zlib (level 9) or zstd (level 22)",
-        aliases=("COMPRESSION",), choices=("zlib", "zstd"),
+        "zlib", "artifact compression codec, named in the artifact's header",
+        aliases=("COMPRESSION",), choices=("zlib", "zstd", "lzma", "brotli"),
+    )
+    compressor_level: int = knob(
+        0, "codec level (lzma: preset, brotli: quality); 0 = the codec's default: zlib 9, zstd 22, "
+        "lzma 9|extreme, brotli 11", min=0,
+    )
+    byte_shuffle: int = knob(
+        0, "byte-shuffle stride before compression (2 splits 16-bit values, as #1260); 0 = off", min=0,
     )
     quant_grid: str = knob(
         "relative", "int6 scale convention: relative (rowmax/31) or floored (max(rowmax/31, 1/31))",
@@ -132,24 +116,6 @@ class GolfConfig:
     quant_keep_float_max_numel: int = knob(
         65_536, "tensors with at most this many elements are stored as floats", min=0
     )
-
-    # --- STE QAT (techniques.md 2.2, 2.3) -------------------------------------------------------
-    qat_enabled: bool = knob(
-        False, "int6 fake quantization of attention/MLP weights in training, straight-through grads",
-        aliases=("ENABLE_QAT",),
-    )
-    late_qat_threshold: float = knob(
-        0.0, "start QAT once the LR scale falls below this; 0 = from step 0",
-        aliases=("QAT_THRESHOLD",), min=0.0, max=1.0,
-    )
-
-    # --- LAWA (techniques.md 6.1) ---------------------------------------------------------------
-    lawa_enabled: bool = knob(False, "average weight snapshots taken late in training")
-    lawa_start_frac: float = knob(
-        0.8, "take snapshots once this fraction of the training budget is spent", min=0.0, max=1.0
-    )
-    lawa_interval: int = knob(200, "snapshot every N steps", aliases=("LAWA_FREQ",), min=1)
-    lawa_k: int = knob(0, "average only the last K snapshots; 0 = all of them", min=0)
 
     # --- runtime --------------------------------------------------------------------------------
     device: str = knob("auto", "auto (CUDA when present), cuda or cpu", choices=("auto", "cuda", "cpu"))
@@ -161,7 +127,12 @@ class GolfConfig:
         choices=("auto", "flash", "sdpa"),
     )
 
-    # ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GolfConfig(*reversed(SECTIONS), CoreSettings):  # fields: core first, then each technique's
+    """Every knob: the core settings plus each registered technique's section."""
+
     def replace(self, **changes: Any) -> GolfConfig:
         return dataclasses.replace(self, **changes)
 
@@ -400,67 +371,92 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> tuple[GolfConfi
     return resolve(stack, scale, environ=env), stack, scale
 
 
-def validate(cfg: GolfConfig, world_size: int = 1, *, check_runtime: bool = True) -> None:
-    """Cross-field checks; raises ConfigError listing every problem with its fix.
+def validate(
+    cfg: GolfConfig, world_size: int = 1, *, check_runtime: bool = True, baseline: GolfConfig | None = None
+) -> list[str]:
+    """Cross-field checks: raises ConfigError listing every problem with its fix; returns the
+    warnings (settings that have no effect), which the run logs once and keeps in result.json.
+
+    ``baseline`` is the config of the run's preset and scale alone (``resolve(stack, scale)``):
+    only settings that differ from it are warned about; without it, from the defaults.
 
     ``check_runtime`` also checks that the machine can honour the choice (zstandard installed,
     FlashAttention importable when forced). A sweep driver on a CPU head node passes False for the
     checks that only the GPU workers can answer.
     """
-    problems: list[str] = []
+    checks = Checks(baseline=baseline)
+    _core_checks(cfg, world_size, checks)
+    _export_checks(cfg, checks)
+    for technique in TECHNIQUES:
+        technique.check(cfg, world_size, checks)
+    if check_runtime:
+        _runtime_checks(cfg, checks)
+    if checks.errors:
+        raise ConfigError(checks.errors)
+    return checks.warnings
+
+
+def _core_checks(cfg: GolfConfig, world_size: int, checks: Checks) -> None:
     if cfg.model_dim % cfg.num_heads:
-        problems.append(
+        checks.error(
             f"MODEL_DIM={cfg.model_dim} is not divisible by NUM_HEADS={cfg.num_heads}: "
             "pick a head count that divides the width"
         )
     elif cfg.head_dim % 2:
-        problems.append(
+        checks.error(
             f"head dim MODEL_DIM/NUM_HEADS = {cfg.head_dim} is odd; rotary embeddings need an even "
             "head dim: change MODEL_DIM or NUM_HEADS"
         )
     if cfg.num_heads % cfg.num_kv_heads:
-        problems.append(
+        checks.error(
             f"NUM_HEADS={cfg.num_heads} is not a multiple of NUM_KV_HEADS={cfg.num_kv_heads}: "
             "grouped-query attention needs whole groups"
         )
     if cfg.mlp_hidden < 1:
-        problems.append(f"MLP_MULT={cfg.mlp_mult} gives an empty MLP at MODEL_DIM={cfg.model_dim}")
+        checks.error(f"MLP_MULT={cfg.mlp_mult} gives an empty MLP at MODEL_DIM={cfg.model_dim}")
     if world_size < 1:
-        problems.append(f"world size {world_size} must be at least 1")
+        checks.error(f"world size {world_size} must be at least 1")
     else:
-        problems.extend(_batch_problems(cfg, world_size))
-    if cfg.qat_enabled and cfg.quant_format != "int6":
-        problems.append(
-            f"QAT_ENABLED=1 trains on the int6 grid but QUANT_FORMAT={cfg.quant_format} exports "
-            "something else: set QUANT_FORMAT=int6 (with COMPRESSOR=zstd, as the QAT records do)"
-        )
-    largest_matrix = cfg.model_dim * max(cfg.model_dim, cfg.mlp_hidden)
-    if cfg.qat_enabled and largest_matrix <= cfg.quant_keep_float_max_numel:
-        problems.append(
-            f"QAT_ENABLED=1 but no attention/MLP matrix exceeds QUANT_KEEP_FLOAT_MAX_NUMEL="
-            f"{cfg.quant_keep_float_max_numel} (the largest has {largest_matrix} elements), so nothing "
-            "is exported on the int6 grid: lower QUANT_KEEP_FLOAT_MAX_NUMEL or turn QAT off"
-        )
-    if not cfg.qat_enabled and cfg.late_qat_threshold > 0:
-        problems.append(
-            f"LATE_QAT_THRESHOLD={cfg.late_qat_threshold} has no effect without QAT: "
-            "set QAT_ENABLED=1 or drop LATE_QAT_THRESHOLD"
-        )
-    if cfg.lawa_enabled and cfg.lawa_interval > cfg.iterations:
-        problems.append(
-            f"LAWA_INTERVAL={cfg.lawa_interval} is longer than ITERATIONS={cfg.iterations}: "
-            "no snapshot could ever be taken; lower LAWA_INTERVAL"
-        )
-    if check_runtime:
-        if cfg.compressor == "zstd" and importlib.util.find_spec("zstandard") is None:
-            problems.append("COMPRESSOR=zstd needs the zstandard package: pip install zstandard")
-        if cfg.attention == "flash" and importlib.util.find_spec("flash_attn") is None and importlib.util.find_spec("flash_attn_interface") is None:
-            problems.append(
-                "ATTENTION=flash but FlashAttention is not importable: "
-                'pip install --no-build-isolation -e ".[gpu]", or use ATTENTION=auto'
+        checks.errors.extend(_batch_problems(cfg, world_size))
+    # Knobs of the embedding/head that the other tying choice never reads.
+    inert = ("embed_lr", "head_lr") if cfg.tie_embeddings else ("tied_embed_lr", "tied_embed_init_std")
+    for name in inert:
+        spec = field_spec(name)
+        if getattr(cfg, name) != reference_value(checks, name):
+            checks.warn(
+                f"{spec.env}={spec.format(getattr(cfg, name))} has no effect with "
+                f"TIE_EMBEDDINGS={int(cfg.tie_embeddings)}: drop it or set TIE_EMBEDDINGS={int(not cfg.tie_embeddings)}"
             )
-    if problems:
-        raise ConfigError(problems)
+
+
+def reference_value(checks: Checks, name: str) -> Any:
+    """What a setting is before the user's changes: the preset/scale's value, else the default."""
+    return getattr(checks.baseline, name) if checks.baseline is not None else field_spec(name).default
+
+
+def _export_checks(cfg: GolfConfig, checks: Checks) -> None:
+    """The codec settings name a codec that exists, with a level and stride it accepts."""
+    try:
+        codec_spec(cfg.compressor, cfg.compressor_level, cfg.byte_shuffle)
+    except ValueError as exc:
+        checks.error(
+            f"COMPRESSOR={cfg.compressor} COMPRESSOR_LEVEL={cfg.compressor_level} "
+            f"BYTE_SHUFFLE={cfg.byte_shuffle}: {exc}"
+        )
+
+
+def _runtime_checks(cfg: GolfConfig, checks: Checks) -> None:
+    package = missing_package(cfg.compressor)
+    if package:
+        checks.error(
+            f"COMPRESSOR={cfg.compressor} needs the {package} package, which is not installed: "
+            f"pip install {package} (or choose COMPRESSOR=zlib)"
+        )
+    if cfg.attention == "flash" and importlib.util.find_spec("flash_attn") is None and importlib.util.find_spec("flash_attn_interface") is None:
+        checks.error(
+            "ATTENTION=flash but FlashAttention is not importable: "
+            'pip install --no-build-isolation -e ".[gpu]", or use ATTENTION=auto'
+        )
 
 
 def _batch_problems(cfg: GolfConfig, world_size: int) -> list[str]:

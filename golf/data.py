@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import BinaryIO, Sequence, Union
 
 import numpy as np
 import torch
+
+from golf.atomic import write_atomic
 
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1
@@ -42,8 +44,31 @@ _FETCH_HINT = (
 )
 
 
-class ShardError(ValueError):
+class DataError(ValueError):
+    """The data or tokenizer a run points at cannot be used; the message names the file, the defect
+    and the fix. A run stops on it with exit status 2 and no traceback: retrying cannot help."""
+
+
+class ShardError(DataError):
     """A shard file is missing or malformed; the message names the file, the defect and the fix."""
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int, path: PathLike, offset: int = 0) -> None:
+    """Raise :class:`ShardError` naming the first id of ``tokens`` outside ``[0, vocab_size)``.
+
+    ``tokens`` are the shard's tokens from token ``offset`` on; the error names the file, the
+    token's position in it and the fix, instead of the embedding's bare ``index out of range``.
+    """
+    if tokens.size == 0 or int(tokens.max()) < vocab_size:
+        return
+    index = int(np.argmax(tokens >= vocab_size))
+    position = offset + index
+    raise ShardError(
+        f"shard {path} holds token id {int(tokens[index])} at token {position} (byte "
+        f"{HEADER_BYTES + 2 * position}), outside the vocabulary (VOCAB_SIZE={vocab_size}): the shards were "
+        "written with another tokenizer; point DATA_PATH at shards made with TOKENIZER_PATH's tokenizer, or "
+        "set VOCAB_SIZE and TOKENIZER_PATH to the tokenizer the shards were made with"
+    )
 
 
 def write_shard(path: PathLike, tokens: object) -> None:
@@ -75,18 +100,12 @@ def write_shard(path: PathLike, tokens: object) -> None:
         )
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, array.size
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(header.tobytes())
-            handle.write(array.astype(TOKEN_DTYPE, copy=False).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(header.tobytes())
+        handle.write(array.astype(TOKEN_DTYPE, copy=False).tobytes())
+
+    write_atomic(path, write)
 
 
 def read_shard_header(path: PathLike) -> int:
@@ -170,10 +189,13 @@ def shard_files(data_path: PathLike, split: str) -> list[Path]:
 class TokenStream:
     """One global cursor over the shards in sorted order that wraps around at the end.
 
-    Every shard header is validated up front; only the shard under the cursor is mapped.
+    Every shard header is validated up front; only the shard under the cursor is mapped. With
+    ``vocab_size``, the ids are checked on the first pass over each shard (a shard read end to end
+    once is not checked again), so a shard from another tokenizer stops the run with its file and
+    offset named, at the cost of one ``max`` over each batch's tokens.
     """
 
-    def __init__(self, files: Sequence[PathLike]) -> None:
+    def __init__(self, files: Sequence[PathLike], vocab_size: int | None = None) -> None:
         if not files:
             raise ValueError(f"TokenStream needs at least one shard file; {_FETCH_HINT}")
         counted = [(Path(f), read_shard_header(f)) for f in files]
@@ -182,6 +204,8 @@ class TokenStream:
             names = ", ".join(str(path) for path, _ in counted)
             raise ShardError(f"every shard is empty (0 tokens): {names}; rebuild or re-download the data")
         self.total_tokens = sum(count for _, count in self._files)
+        self.vocab_size = vocab_size
+        self._checked: set[int] = set()  # shards whose ids were all checked
         self._file_index = 0
         self._tokens = read_shard(self._files[0][0])
         self._pos = 0
@@ -198,9 +222,14 @@ class TokenStream:
                 self._advance_file()
                 continue
             k = min(available, n - filled)
-            out[filled : filled + k] = self._tokens[self._pos : self._pos + k]
+            segment = self._tokens[self._pos : self._pos + k]
+            if self.vocab_size is not None and self._file_index not in self._checked:
+                check_token_ids(segment, self.vocab_size, self._files[self._file_index][0], self._pos)
+            out[filled : filled + k] = segment
             self._pos += k
             filled += k
+            if self._pos == self._tokens.shape[0]:
+                self._checked.add(self._file_index)
         return out
 
     def _advance_file(self) -> None:
@@ -215,9 +244,13 @@ class DistributedTokenLoader:
     Each call takes ``world_size * (local_tokens + 1)`` tokens from the shared stream, where
     ``local_tokens = global_tokens // (world_size * grad_accum_steps)``; rank r keeps the r-th
     span. Every rank walks the same stream, so the ranks stay in step without communicating.
+    ``vocab_size`` turns on the first-pass id check of :class:`TokenStream`.
     """
 
-    def __init__(self, files: Sequence[PathLike], rank: int, world_size: int, device: torch.device) -> None:
+    def __init__(
+        self, files: Sequence[PathLike], rank: int, world_size: int, device: torch.device,
+        vocab_size: int | None = None,
+    ) -> None:
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         if not 0 <= rank < world_size:
@@ -225,7 +258,7 @@ class DistributedTokenLoader:
         self.rank = rank
         self.world_size = world_size
         self.device = torch.device(device)
-        self.stream = TokenStream(files)
+        self.stream = TokenStream(files, vocab_size)
 
     def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's (x, y) for one micro-step: int64 ``[local_tokens // seq_len, seq_len]`` each."""

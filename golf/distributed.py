@@ -1,14 +1,35 @@
-"""Process-group setup for one trial: NCCL on GPUs, gloo on CPU, or a single process."""
+"""Process-group setup for one trial: NCCL on GPUs, gloo on CPU, or a single process.
+
+On CPU each rank also sizes torch's thread pool: ``OMP_NUM_THREADS`` when set, else the CPUs this
+process may use (its affinity mask, capped by a container's CPU quota) divided by the ranks on this
+machine. Left alone, every rank's pool takes every core the machine has, so ranks oversubscribe the
+cores and a pool waits on threads the scheduler parks. On a machine shared with other busy
+processes, set ``OMP_NUM_THREADS`` lower still: the count is logged so a slow run shows why.
+"""
 
 from __future__ import annotations
 
 import gc
+import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class CpuThreads:
+    """torch's intra-op thread count on a CPU rank, and why."""
+
+    count: int
+    reason: str  # "OMP_NUM_THREADS=1" or "2 cores / 2 ranks"
+
+    @property
+    def log_line(self) -> str:
+        return f"cpu_threads:{self.count} ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -17,6 +38,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    cpu_threads: CpuThreads | None = None  # set on CPU ranks; None on GPUs
 
     @property
     def is_distributed(self) -> bool:
@@ -30,6 +52,50 @@ class DistContext:
 def world_size_from_env(environ: dict[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     return int(env.get("WORLD_SIZE", "1"))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The container's CPU quota rounded up to whole CPUs (cgroup v2 or v1), or None without one."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "200000 100000" or "max ..."
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, capped by a container's CPU quota."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cpus, limit) if limit else cpus)
+
+
+def pick_cpu_threads(environ: Mapping[str, str], local_ranks: int, cpus: int | None = None) -> CpuThreads:
+    """``OMP_NUM_THREADS`` when it is a whole number >= 1, else ``cpus // local_ranks`` (at least 1)."""
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) >= 1:
+        return CpuThreads(int(given), f"OMP_NUM_THREADS={given}")
+    cpus = usable_cpus() if cpus is None else cpus
+    ranks = max(1, local_ranks)
+    reason = f"{_plural(cpus, 'core')} / {_plural(ranks, 'rank')}"
+    if given:
+        reason += f"; OMP_NUM_THREADS={given!r} is not a whole number >= 1"
+    return CpuThreads(max(1, cpus // ranks), reason)
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
@@ -48,17 +114,27 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device_choice: str) -> DistContext:
-    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK, pick the device, join the process group."""
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK, pick the device (and on CPU the thread count:
+    :func:`pick_cpu_threads`, logged by the caller as ``ctx.cpu_threads.log_line``), join the
+    process group."""
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_choice, local_rank)
+    threads = None
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:
+        # torchrun sets LOCAL_WORLD_SIZE; other launchers may set only WORLD_SIZE (an overcount
+        # across machines, which errs towards fewer threads).
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        threads = pick_cpu_threads(os.environ, local_ranks)
+        torch.set_num_threads(threads.count)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                 device_id=device if device.type == "cuda" else None)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                       cpu_threads=threads)
 
 
 def shutdown(*, together: bool = False) -> None:

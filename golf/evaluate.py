@@ -1,21 +1,33 @@
-"""Validation loss and bits per byte on the fixed validation tokens (techniques.md 1.2).
+"""Validation loss and bits per byte on the fixed validation tokens (techniques.md 1.2), and the
+final evaluation as a list of evaluators.
 
-Non-overlapping sequences of TRAIN_SEQ_LEN are split contiguously across ranks; loss, token and
-byte counts are summed in float64 and all-reduced before the division, so the number does not
-depend on the world size beyond float summation order.
+The standard evaluation: non-overlapping sequences of TRAIN_SEQ_LEN are split contiguously across
+ranks; loss, token and byte counts are summed in float64 and all-reduced before the division, so
+the number does not depend on the world size beyond float summation order.
+
+The final evaluation runs every configured :class:`Evaluator` on the round-tripped artifact (the
+standard one first; techniques add sliding windows, test-time training, ...) and takes as the
+headline the best legal one that ran (:func:`pick_headline`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
 from golf.distributed import DistContext, all_reduce, synchronize
 from golf.tokenizer import ByteCounter, bits_per_byte
+
+if TYPE_CHECKING:
+    from golf.config import GolfConfig
+
+HEADLINE_RULE = "the lowest val_bpb among the legal evaluations of the round-tripped artifact"
 
 
 @dataclass(frozen=True)
@@ -82,3 +94,74 @@ def evaluate(
         bytes=n_bytes,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """What every evaluator gets: the model (compiled when compiling) and the validation set."""
+
+    model: nn.Module
+    val_tokens: torch.Tensor
+    byte_counter: ByteCounter
+    cfg: GolfConfig
+    ctx: DistContext
+    grad_accum_steps: int
+
+
+class Evaluator(Protocol):
+    name: str
+    """Key in result.json["metrics"]["evaluations"] (``roundtrip``, ``sliding``, ``ttt``, ...)."""
+    legal: bool
+    """Whether the challenge's rules let this number be the score (e.g. TTT that trains on a
+    token before scoring it is not)."""
+
+    def label(self, metric_prefix: str) -> str:
+        """The log line's metric name, e.g. ``final_int8_zlib_roundtrip``."""
+        ...
+
+    def __call__(self, inputs: EvalInputs) -> EvalResult: ...
+
+
+class StandardEvaluator:
+    """Non-overlapping windows of TRAIN_SEQ_LEN: the reference's final evaluation."""
+
+    name = "roundtrip"
+    legal = True
+
+    def label(self, metric_prefix: str) -> str:
+        return f"{metric_prefix}_roundtrip"
+
+    def __call__(self, inputs: EvalInputs) -> EvalResult:
+        return evaluate(
+            inputs.model, inputs.val_tokens, inputs.byte_counter, seq_len=inputs.cfg.train_seq_len,
+            batch_tokens=inputs.cfg.val_batch_size, grad_accum_steps=inputs.grad_accum_steps, ctx=inputs.ctx,
+        )
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    name: str
+    label: str
+    legal: bool
+    result: EvalResult
+
+
+def pick_headline(evaluations: Mapping[str, FinalEvaluation]) -> FinalEvaluation:
+    """The best legal evaluation that ran: the lowest val_bpb (ties: the first that ran)."""
+    legal = [e for e in evaluations.values() if e.legal]
+    if not legal:
+        raise ValueError(
+            f"no legal final evaluation ran (ran: {', '.join(evaluations) or 'none'}): "
+            "the standard evaluation is always legal; check the configured evaluators"
+        )
+    return min(legal, key=lambda e: e.result.val_bpb)
+
+
+@torch.no_grad()
+def token_losses_and_bytes(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, byte_counter: ByteCounter
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token losses [B, T] (fp32, nats) of ``model`` (its ``token_losses``) and the byte count
+    of every target token [B, T] (int64), for evaluators that score positions selectively."""
+    losses = model.token_losses(x, y)
+    return losses, byte_counter.token_bytes(x, y)

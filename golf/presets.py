@@ -46,6 +46,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "val_loss_every": 20,
         "train_log_every": 10,
         "lawa_interval": 2,
+        "swa_every": 2,
         # Smoke matrices are far below the reference's 65,536-element float passthrough, so without
         # this the quantized formats (and QAT's effect on them) would never be exercised.
         "quant_keep_float_max_numel": 1024,

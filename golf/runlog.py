@@ -1,13 +1,18 @@
-"""The run's log (the challenge's line formats, rank 0 only) and atomic JSON files."""
+"""The run's log (the challenge's line formats, rank 0 only).
+
+``write_json_atomic`` and ``write_bytes_atomic`` are re-exported from :mod:`golf.atomic` for the
+trainer, which imports them from here.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from golf.atomic import write_bytes_atomic, write_json_atomic
+
+__all__ = ["RunLog", "eprint", "write_bytes_atomic", "write_json_atomic"]
 
 
 class RunLog:
@@ -33,32 +38,6 @@ class RunLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def eprint(message: str) -> None:

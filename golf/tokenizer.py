@@ -129,6 +129,10 @@ class ByteCounter:
         The two tensors have the same shape; the ids must lie inside the tables (no range check,
         which would cost a device synchronisation per batch).
         """
+        return self.token_bytes(prev_ids, target_ids).sum().to(torch.float64)
+
+    def token_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """The bytes of each target token after its predecessor (int64, the ids' shape)."""
         if prev_ids.shape != target_ids.shape:
             raise ValueError(
                 f"prev_ids and target_ids must have the same shape, got {tuple(prev_ids.shape)} and "
@@ -136,7 +140,7 @@ class ByteCounter:
             )
         counted = self.base_bytes[target_ids].to(torch.int64)
         counted += (self.has_leading_space[target_ids] & ~self.is_boundary[prev_ids]).to(torch.int64)
-        return counted.sum().to(torch.float64)
+        return counted
 
 
 def check_vocab(sp: spm.SentencePieceProcessor, vocab_size: int, tokenizer_path: PathLike) -> None:

@@ -23,7 +23,8 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +34,32 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import golf
-from golf.config import ConfigError, GolfConfig, config_from_env, near_miss_env_keys, validate
-from golf.data import DistributedTokenLoader, load_validation_tokens, shard_files
+from golf.config import ConfigError, GolfConfig, config_from_env, near_miss_env_keys, resolve, validate
+from golf.contract import (
+    ARTIFACT_FILE_KEY, ARTIFACT_SAVED_PREFIX, RESULT_FILE, RESULT_SCHEMA, TRAIN_LOG_FILE, TRAIN_STATE_FILE,
+)
+from golf.data import DataError, DistributedTokenLoader, load_validation_tokens, shard_files
 from golf.distributed import (
     DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, synchronize,
     world_size_from_env,
 )
-from golf.evaluate import EvalResult, autocast_for, evaluate
-from golf.model import FakeQuant, attach_fake_quant, build_model, set_fake_quant
-from golf.model.attention import resolve_attention
-from golf.optim import Lawa, OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum
-from golf.quant import (
-    INT6_BITS, ArtifactSize, ExportFormat, code_bytes, loaded_source_files, pack_artifact, qat_target_names,
-    unpack_artifact,
+from golf.evaluate import (
+    HEADLINE_RULE, EvalInputs, EvalResult, FinalEvaluation, StandardEvaluator, autocast_for, evaluate,
+    pick_headline,
 )
+from golf.model import build_model, parameter_roles
+from golf.model.attention import resolve_attention
+from golf.model.roles import RoleMap
+from golf.optim import OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum
+from golf.preflight import preflight
+from golf.quant import (
+    ArtifactSize, ExportFormat, code_bytes, codec_spec, loaded_source_files, pack_artifact, unpack_artifact,
+)
+from golf.quant.policy import ExportPolicy
 from golf.runlog import RunLog, eprint, write_bytes_atomic, write_json_atomic
+from golf.techniques import Candidates, Progress, TechniqueSet, TrainingRun
 from golf.tokenizer import ByteCounter, build_byte_tables, check_vocab, load_tokenizer
 
-RESULT_SCHEMA = "golf.result/1"
-TRAIN_STATE_FILE = "train_state.json"
 # Fields that describe where and how a run executes rather than what was trained; an eval-only
 # resume takes these from its own environment and everything else from the training run.
 RUNTIME_FIELDS = (
@@ -69,16 +77,18 @@ class TrainOutcome:
     steps: int = 0
     train_ms: float = 0.0
     stopped_early: bool = False
-    qat_enabled_step: int | None = None
-    lawa_snapshots: int = 0
-    lawa_steps: list[int] = field(default_factory=list)
 
 
 def export_format(cfg: GolfConfig) -> ExportFormat:
     return ExportFormat(
-        quant=cfg.quant_format, compressor=cfg.compressor, grid=cfg.quant_grid,
-        keep_float_max_numel=cfg.quant_keep_float_max_numel,
+        quant=cfg.quant_format, codec=codec_spec(cfg.compressor, cfg.compressor_level, cfg.byte_shuffle),
+        grid=cfg.quant_grid, keep_float_max_numel=cfg.quant_keep_float_max_numel,
     )
+
+
+def export_policy(cfg: GolfConfig, techniques: TechniqueSet) -> ExportPolicy:
+    """The export's base rules for the config's format, with every active technique's overrides."""
+    return techniques.export_policy(export_format(cfg).base_policy())
 
 
 def seed_everything(seed: int) -> None:
@@ -89,18 +99,22 @@ def seed_everything(seed: int) -> None:
 
 
 class Trial:
-    def __init__(self, cfg: GolfConfig, stack: str, scale: str, ctx: DistContext) -> None:
+    def __init__(self, cfg: GolfConfig, stack: str, scale: str, ctx: DistContext, warnings: list[str] | None = None) -> None:
         self.cfg, self.stack, self.scale, self.ctx = cfg, stack, scale, ctx
         self.fmt = export_format(cfg)
         self.accum = cfg.grad_accum_for(ctx.world_size)
+        self.techniques = TechniqueSet(cfg)
+        self.policy = export_policy(cfg, self.techniques)
         run_id, run_dir = self._agree_on_run_dir()
         self.run_id, self.run_dir = run_id, run_dir
-        self.log = RunLog(ctx.is_master, run_dir / "train.log" if cfg.log_to_file else None)
+        self.log = RunLog(ctx.is_master, run_dir / TRAIN_LOG_FILE if cfg.log_to_file else None)
+        self.warnings = list(warnings or [])
         self.result: dict[str, Any] = {
             "schema": RESULT_SCHEMA, "status": "running", "error": None, "run_id": run_id,
             "preset": stack, "scale": scale, "seed": cfg.seed, "world_size": ctx.world_size,
-            "device": describe_device(ctx.device), "config": cfg.to_dict(),
-            "metrics": {"val_bpb": None, "val_loss": None, "headline_metric": None, "evaluations": {}},
+            "device": describe_device(ctx.device), "config": cfg.to_dict(), "warnings": self.warnings,
+            "metrics": {"val_bpb": None, "val_loss": None, "headline_metric": None, "headline_rule": HEADLINE_RULE,
+                        "evaluations": {}},
             "bytes": None, "timing": None, "techniques": {}, "artifact": None, "versions": versions(),
         }
 
@@ -119,19 +133,17 @@ class Trial:
         cfg = self.cfg
         seed_everything(cfg.seed)
         train_files, val_tokens, byte_counter = self.load_data()
-        model, base = self.build_model()
-        self.log_header(base, train_files, val_tokens)
+        model = self.build_model()
+        self.log_header(train_files, val_tokens)
         if cfg.eval_only_from:
             train_state = self.adopt_finished_training()
         else:
-            optimizers = build_optimizers(base, cfg)
-            self.warmup_then_restore(model, base, optimizers, train_files)
-            lawa = Lawa(cfg) if cfg.lawa_enabled else None
-            outcome = self.train(model, base, optimizers, lawa, train_files, val_tokens, byte_counter)
-            if lawa is not None:
-                self.average_weights(base, lawa, outcome, val_tokens, byte_counter)
-            train_state = self.export(base, outcome)
-        self.evaluate_artifact(base, train_state, val_tokens, byte_counter)
+            self.training.optimizers = build_optimizers(self.base, cfg, self.roles)
+            self.warmup_then_restore(model, train_files)
+            outcome = self.train(model, train_files, val_tokens, byte_counter)
+            self.choose_final_weights(val_tokens, byte_counter)
+            train_state = self.export(outcome)
+        self.evaluate_artifact(train_state, val_tokens, byte_counter)
         self.finish("ok")
 
     # --- data and model ------------------------------------------------------------------------
@@ -145,47 +157,51 @@ class Trial:
         val_tokens = load_validation_tokens(val_files, cfg.train_seq_len, cfg.val_max_tokens)
         return train_files, val_tokens, byte_counter
 
-    def build_model(self) -> tuple[nn.Module, nn.Module]:
-        """(the model to train with: compiled and/or DDP-wrapped, the plain module underneath)."""
-        built = assemble_model(self.cfg, self.ctx)
-        self.kernel, self.compiled, self.qat_layers = built.kernel, built.compiled, built.qat_layers
-        self.eval_model = built.eval_model
-        return built.train_model, built.base
+    def build_model(self) -> nn.Module:
+        """The model to train with (compiled and/or DDP-wrapped); ``self.base`` is the plain module."""
+        built = assemble_model(self.cfg, self.ctx, self.techniques, self.policy, self.log)
+        self.base, self.eval_model, self.roles, self.training = built.base, built.eval_model, built.roles, built.run
+        self.kernel, self.compiled = built.kernel, built.compiled
+        return built.train_model
 
-    def log_header(self, base: nn.Module, train_files: list[Path], val_tokens: torch.Tensor) -> None:
+    def log_header(self, train_files: list[Path], val_tokens: torch.Tensor) -> None:
         cfg, log = self.cfg, self.log
         token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
         log(f"run_id:{self.run_id} run_dir:{self.run_dir} preset:{self.stack} scale:{self.scale}")
+        for warning in self.warnings:
+            log(f"warning: {warning}")
         log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={cfg.tokenizer_path}")
         log(f"train_loader:dataset:{Path(cfg.data_path).name} train_shards:{len(train_files)}")
         log(f"val_loader:shards pattern={Path(cfg.data_path) / 'fineweb_val_*.bin'} tokens:{val_tokens.numel() - 1}")
-        log(f"model_params:{sum(p.numel() for p in base.parameters())}")
+        log(f"model_params:{sum(p.numel() for p in self.base.parameters())}")
         log(f"world_size:{self.ctx.world_size} grad_accum_steps:{self.accum}")
         log(f"device:{describe_device(self.ctx.device)} attention:{self.kernel} compile:{self.compiled}")
+        if self.ctx.cpu_threads is not None:
+            log(self.ctx.cpu_threads.log_line)
         log(f"attention_mode:gqa num_heads:{cfg.num_heads} num_kv_heads:{cfg.num_kv_heads}")
         log(f"tie_embeddings:{cfg.tie_embeddings} embed_lr:{token_lr} "
             f"head_lr:{0.0 if cfg.tie_embeddings else cfg.head_lr} matrix_lr:{cfg.matrix_lr} scalar_lr:{cfg.scalar_lr}")
         log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
             f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
             f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
-        qat_start = "step0" if cfg.late_qat_threshold <= 0 else f"lr_scale<{cfg.late_qat_threshold}"
-        log(f"qat:{cfg.qat_enabled}(bits={INT6_BITS},grid={cfg.quant_grid},start={qat_start},layers={len(self.qat_layers)}) "
-            f"lawa:{cfg.lawa_enabled}(start_frac={cfg.lawa_start_frac},interval={cfg.lawa_interval},k={cfg.lawa_k}) "
-            f"export:{self.fmt.label}")
+        toggled = [t for t in self.techniques if type(t).toggle is not None]
+        log(f"techniques:{','.join(type(t).name for t in toggled) or 'none'} export:{self.fmt.label}")
+        for technique in toggled:
+            knobs = " ".join(f"{k}={getattr(cfg, k)}" for k in type(technique).knob_names() if k != type(technique).toggle)
+            log(f"{type(technique).name}:{knobs}")
         log(f"seed:{cfg.seed}")
 
     # --- training ------------------------------------------------------------------------------
-    def train_step(self, model: nn.Module, loader: DistributedTokenLoader, optimizers: OptimizerSet) -> torch.Tensor:
-        return train_step(model, loader, optimizers, self.cfg, self.accum, self.ctx.device)
+    def train_step(self, model: nn.Module, loader: DistributedTokenLoader) -> torch.Tensor:
+        return train_step(model, loader, self.training.optimizers, self.cfg, self.accum, self.ctx.device)
 
     def new_loader(self, train_files: list[Path]) -> DistributedTokenLoader:
-        return DistributedTokenLoader(train_files, self.ctx.rank, self.ctx.world_size, self.ctx.device)
+        return DistributedTokenLoader(train_files, self.ctx.rank, self.ctx.world_size, self.ctx.device,
+                                      vocab_size=self.cfg.vocab_size)
 
-    def warmup_then_restore(
-        self, model: nn.Module, base: nn.Module, optimizers: OptimizerSet, train_files: list[Path]
-    ) -> None:
+    def warmup_then_restore(self, model: nn.Module, train_files: list[Path]) -> None:
         """Run WARMUP_STEPS real steps (compilation, autotuning), then undo every effect of them."""
-        cfg = self.cfg
+        cfg, base, optimizers = self.cfg, self.base, self.training.optimizers
         if cfg.warmup_steps <= 0:
             return
         initial_weights = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
@@ -193,7 +209,7 @@ class Trial:
         loader = self.new_loader(train_files)
         model.train()
         for i in range(cfg.warmup_steps):
-            self.train_step(model, loader, optimizers)
+            self.train_step(model, loader)
             optimizers.step()
             optimizers.zero_grad()
             if cfg.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == cfg.warmup_steps:
@@ -202,17 +218,13 @@ class Trial:
         optimizers.load_state_dicts(initial_optimizers)
         optimizers.zero_grad()
 
-    def train(
-        self, model: nn.Module, base: nn.Module, optimizers: OptimizerSet, lawa: Lawa | None,
-        train_files: list[Path], val_tokens: torch.Tensor, byte_counter: ByteCounter,
-    ) -> TrainOutcome:
-        cfg, ctx, log = self.cfg, self.ctx, self.log
+    def train(self, model: nn.Module, train_files: list[Path], val_tokens: torch.Tensor,
+              byte_counter: ByteCounter) -> TrainOutcome:
+        cfg, ctx, log, run = self.cfg, self.ctx, self.log, self.training
         loader = self.new_loader(train_files)  # a fresh stream: the warmup's batches are not reused
         cap_ms = cfg.max_wallclock_seconds * 1000.0 if cfg.max_wallclock_seconds > 0 else None
         outcome = TrainOutcome()
-        if cfg.qat_enabled and cfg.late_qat_threshold <= 0:
-            set_fake_quant(base, True)
-            outcome.qat_enabled_step = 0
+        self.techniques.on_train_start(run)
         training_ms, elapsed_ms = 0.0, 0.0
         stop_after: int | None = None
         step = 0
@@ -237,20 +249,16 @@ class Trial:
                     log(f"stopping_early: wallclock_cap train_time:{training_ms:.0f}ms step:{step}/{cfg.iterations}")
                 break
             # Every budget decision uses the training time at the end of the previous step, agreed
-            # across ranks, so all ranks switch QAT and take LAWA snapshots on the same step.
+            # across ranks, so all ranks flip switches and take snapshots on the same step.
             scale = lr_scale(cfg, step, elapsed_ms)
-            if cfg.qat_enabled and outcome.qat_enabled_step is None and scale < cfg.late_qat_threshold:
-                set_fake_quant(base, True)
-                outcome.qat_enabled_step = step
-                log(f"late_qat:enabled step:{step} scale:{scale:.4f}")
-            train_loss = self.train_step(model, loader, optimizers)
-            apply_update(base, optimizers, self.cfg, step, scale)
+            self.techniques.before_step(Progress(step, scale, budget_fraction(cfg, step, elapsed_ms), elapsed_ms), run)
+            train_loss = self.train_step(model, loader)
+            apply_update(self.base, run.optimizers, cfg, step, scale)
             step += 1
             elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
             if ctx.is_distributed and cap_ms is not None:
                 elapsed_ms = all_reduce(torch.tensor(elapsed_ms, device=ctx.device, dtype=torch.float64), "max").item()
-            if lawa is not None and lawa.due(step, budget_fraction(cfg, step, elapsed_ms)):
-                lawa.snapshot(base, step)
+            self.techniques.after_step(Progress(step, scale, budget_fraction(cfg, step, elapsed_ms), elapsed_ms), run)
             if cfg.train_log_every > 0 and (step <= 10 or step % cfg.train_log_every == 0 or stop_after is not None):
                 loss = all_reduce(train_loss.detach().clone(), "avg").item()
                 log(f"step:{step}/{cfg.iterations} train_loss:{loss:.4f} train_time:{elapsed_ms:.0f}ms "
@@ -261,26 +269,28 @@ class Trial:
         outcome.steps, outcome.train_ms = step, training_ms
         return outcome
 
-    def average_weights(self, base: nn.Module, lawa: Lawa, outcome: TrainOutcome,
-                        val_tokens: torch.Tensor, byte_counter: ByteCounter) -> None:
-        """LAWA: replace the final weights by the mean of the snapshots, and measure the result."""
-        outcome.lawa_steps = list(lawa.snapshot_steps)
-        outcome.lawa_snapshots = lawa.average_into(base)
-        if outcome.lawa_snapshots == 0:
-            self.log(f"lawa:no snapshot was taken (start_frac={self.cfg.lawa_start_frac}, "
-                     f"interval={self.cfg.lawa_interval}, steps={outcome.steps}); keeping the final weights")
+    def choose_final_weights(self, val_tokens: torch.Tensor, byte_counter: ByteCounter) -> None:
+        """End of training: averaging techniques offer weights, the weight choice loads one; when it
+        is not the raw weights, measure it before quantization as the reference logs do."""
+        def score(state: dict[str, torch.Tensor]) -> EvalResult:
+            self.base.load_state_dict(state, strict=True)
+            return self.evaluate(val_tokens, byte_counter)
+
+        candidates = Candidates(self.base, score)
+        self.techniques.end_of_training(self.training, candidates)
+        if candidates.chosen in (None, "raw"):
             return
-        self.log(f"lawa:applying average of {outcome.lawa_snapshots} checkpoints")
-        val = self.evaluate(val_tokens, byte_counter)
-        self.log(f"pre-quantization post-lawa val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f} "
+        # A choice made by validation score already measured the weights it loaded.
+        val = candidates.scores.get(candidates.chosen) or self.evaluate(val_tokens, byte_counter)
+        self.log(f"pre-quantization post-{candidates.chosen} val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f} "
                  f"eval_time:{1000 * val.seconds:.0f}ms")
-        self.record_eval("pre_quant", "pre-quantization post-lawa", val)
+        self.record_eval(f"pre_quant_post_{candidates.chosen}", f"pre-quantization post-{candidates.chosen}", val)
 
     # --- export and the final evaluation -------------------------------------------------------
-    def export(self, base: nn.Module, outcome: TrainOutcome) -> dict[str, Any]:
+    def export(self, outcome: TrainOutcome) -> dict[str, Any]:
         """Write the compressed artifact and train_state.json (rank 0), then let every rank go on."""
         log, fmt = self.log, self.fmt
-        state = base.state_dict()
+        state = self.base.state_dict()
         code_files = loaded_source_files("golf")
         code = code_bytes(code_files)
         train_state: dict[str, Any] = {}
@@ -290,26 +300,27 @@ class Trial:
             log(f"Serialized model: {raw.tell()} bytes")
             log(f"Code size: {code} bytes")
             log(f"Total submission size: {raw.tell() + code} bytes")
-            blob, stats = pack_artifact(state, fmt)
+            blob, stats = pack_artifact(state, self.roles, self.policy, fmt.codec)
             artifact_path = self.run_dir / fmt.filename
             write_bytes_atomic(artifact_path, blob)
-            ratio = stats["baseline_tensor_bytes"] / max(stats["payload_bytes"], 1)
-            log(f"Serialized model {fmt.label}: {len(blob)} bytes (payload:{stats['payload_bytes']} "
-                f"raw_torch:{stats['raw_torch_bytes']} payload_ratio:{ratio:.2f}x)")
+            ratio = stats.baseline_tensor_bytes / max(stats.payload_bytes, 1)
+            log(f"Serialized model {fmt.label}: {len(blob)} bytes (payload:{stats.payload_bytes} "
+                f"raw_torch:{stats.raw_torch_bytes} payload_ratio:{ratio:.2f}x)")
+            log(f"export_formats: {stats.summary()}")
             log(f"Total submission size {fmt.label}: {len(blob) + code} bytes")
             train_state = {
                 "config": self.cfg.to_dict(), "preset": self.stack, "scale": self.scale,
-                "artifact_file": fmt.filename, "artifact_sha256": _sha256(blob),
+                ARTIFACT_FILE_KEY: fmt.filename, "artifact_sha256": _sha256(blob),
                 "model_bytes": len(blob), "code_bytes": code,
                 "code_files": [str(p.relative_to(Path(golf.__file__).parent.parent)) for p in code_files],
                 "steps": outcome.steps, "train_ms": outcome.train_ms, "stopped_early": outcome.stopped_early,
                 "world_size": self.ctx.world_size, "device": describe_device(self.ctx.device),
-                "techniques": self.technique_report(outcome),
+                "techniques": self.techniques.report(),
                 "evaluations": self.result["metrics"]["evaluations"],
-                "quant_stats": stats,
+                "quant_stats": stats.as_dict(),
             }
             write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
-            log(f"artifact_saved: {self.run_dir}")
+            log(f"{ARTIFACT_SAVED_PREFIX} {self.run_dir}")
         return broadcast_object(train_state)
 
     def adopt_finished_training(self) -> dict[str, Any]:
@@ -319,7 +330,7 @@ class Trial:
         if not state_path.is_file():
             raise FileNotFoundError(
                 f"EVAL_ONLY_FROM={source} has no {TRAIN_STATE_FILE}: point it at the RUN_DIR of a run "
-                "that printed 'artifact_saved:'"
+                f"that printed '{ARTIFACT_SAVED_PREFIX}'"
             )
         train_state = json.loads(state_path.read_text())
         trained = {k: v for k, v in train_state["config"].items() if k not in RUNTIME_FIELDS}
@@ -329,38 +340,47 @@ class Trial:
                 f"EVAL_ONLY_FROM={source} was trained with a different config ({', '.join(k.upper() for k in mismatched)}): "
                 "evaluate it with the settings it was trained with"
             )
-        blob = (source / train_state["artifact_file"]).read_bytes()
+        blob = (source / train_state[ARTIFACT_FILE_KEY]).read_bytes()
         if _sha256(blob) != train_state["artifact_sha256"]:
-            raise ValueError(f"{source / train_state['artifact_file']} does not match the checksum in {state_path}: the artifact is damaged")
+            raise ValueError(f"{source / train_state[ARTIFACT_FILE_KEY]} does not match the checksum in {state_path}: the artifact is damaged")
         if self.ctx.is_master and source != self.run_dir:
-            write_bytes_atomic(self.run_dir / train_state["artifact_file"], blob)
+            write_bytes_atomic(self.run_dir / train_state[ARTIFACT_FILE_KEY], blob)
             write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
         barrier()
         self.result["metrics"]["evaluations"].update(train_state.get("evaluations", {}))
-        self.log(f"eval_only: artifact {train_state['artifact_file']} from {source} "
+        self.log(f"eval_only: artifact {train_state[ARTIFACT_FILE_KEY]} from {source} "
                  f"(trained {train_state['steps']} steps in {train_state['train_ms'] / 1000:.1f}s)")
         self.log(f"Code size: {train_state['code_bytes']} bytes")
         self.log(f"Total submission size {self.fmt.label}: {train_state['model_bytes'] + train_state['code_bytes']} bytes")
         return train_state
 
-    def evaluate_artifact(self, base: nn.Module, train_state: dict[str, Any], val_tokens: torch.Tensor,
+    def evaluate_artifact(self, train_state: dict[str, Any], val_tokens: torch.Tensor,
                           byte_counter: ByteCounter) -> None:
-        """Read the artifact back from disk, dequantize it into the model and score it."""
-        artifact_path = self.run_dir / train_state["artifact_file"]
-        base.load_state_dict(unpack_artifact(artifact_path.read_bytes()), strict=True)
-        val = self.evaluate(val_tokens, byte_counter)
-        label = f"{self.fmt.metric_prefix}_roundtrip"
-        self.log(f"{label} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} eval_time:{1000 * val.seconds:.0f}ms")
-        self.log(f"{label}_exact val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f}")
-        self.record_eval("roundtrip", label, val)
+        """Read the artifact back from disk, dequantize it into the model, run every evaluator and
+        take the headline by the stated rule."""
+        artifact_path = self.run_dir / train_state[ARTIFACT_FILE_KEY]
+        self.base.load_state_dict(unpack_artifact(artifact_path.read_bytes()).state_dict, strict=True)
+        inputs = EvalInputs(self.eval_model, val_tokens, byte_counter, self.cfg, self.ctx, self.accum)
+        finals: dict[str, FinalEvaluation] = {}
+        for evaluator in [StandardEvaluator(), *self.techniques.evaluators()]:
+            label = evaluator.label(self.fmt.metric_prefix)
+            val = evaluator(inputs)
+            self.log(f"{label} val_loss:{val.val_loss:.4f} val_bpb:{val.val_bpb:.4f} eval_time:{1000 * val.seconds:.0f}ms")
+            self.log(f"{label}_exact val_loss:{val.val_loss:.8f} val_bpb:{val.val_bpb:.8f}")
+            self.record_eval(evaluator.name, label, val, legal=evaluator.legal)
+            finals[evaluator.name] = FinalEvaluation(evaluator.name, label, evaluator.legal, val)
+        headline = pick_headline(finals)
+        if len(finals) > 1:
+            self.log(f"headline:{headline.label} val_bpb:{headline.result.val_bpb:.8f} (rule: {HEADLINE_RULE})")
         size = ArtifactSize(model=train_state["model_bytes"], code=train_state["code_bytes"])
-        self.result["metrics"].update(val_bpb=val.val_bpb, val_loss=val.val_loss, headline_metric=label)
+        self.result["metrics"].update(val_bpb=headline.result.val_bpb, val_loss=headline.result.val_loss,
+                                      headline_metric=headline.label)
         self.result["bytes"] = {**size.as_dict()}
         self.result["artifact"] = str(artifact_path)
         self.result["techniques"] = train_state["techniques"]
         self.result["timing"] = {
             "train_s": train_state["train_ms"] / 1000.0,
-            "eval_s": val.seconds,
+            "eval_s": sum(e.result.seconds for e in finals.values()),
             "steps": train_state["steps"],
             "step_avg_ms": train_state["train_ms"] / max(train_state["steps"], 1),
             "stopped_early": train_state["stopped_early"],
@@ -373,47 +393,43 @@ class Trial:
             batch_tokens=self.cfg.val_batch_size, grad_accum_steps=self.accum, ctx=self.ctx,
         )
 
-    def record_eval(self, kind: str, label: str, val: EvalResult) -> None:
+    def record_eval(self, kind: str, label: str, val: EvalResult, *, legal: bool = True) -> None:
         self.result["metrics"]["evaluations"][kind] = {
             "label": label, "val_loss": val.val_loss, "val_bpb": val.val_bpb, "eval_s": val.seconds,
-            "tokens": val.tokens, "bytes": val.bytes,
-        }
-
-    def technique_report(self, outcome: TrainOutcome) -> dict[str, Any]:
-        """What each toggle actually did, so a reader can tell it was on."""
-        return {
-            "qat": {"enabled": self.cfg.qat_enabled, "layers": self.qat_layers,
-                    "enabled_at_step": outcome.qat_enabled_step},
-            "lawa": {"enabled": self.cfg.lawa_enabled, "snapshots": outcome.lawa_snapshots,
-                     "snapshot_steps": outcome.lawa_steps},
+            "tokens": val.tokens, "bytes": val.bytes, "legal": legal,
         }
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.result["status"], self.result["error"] = status, error
         if self.ctx.is_master:
-            write_json_atomic(self.run_dir / "result.json", self.result)
+            write_json_atomic(self.run_dir / RESULT_FILE, self.result)
         self.log.close()
 
 
 @dataclass
 class AssembledModel:
-    base: nn.Module         # the plain module (weights, export, LAWA)
+    base: nn.Module         # the plain module (weights, export, averaging)
     eval_model: nn.Module   # base, compiled when compiling
     train_model: nn.Module  # eval_model, DDP-wrapped when distributed
     kernel: str
     compiled: bool
-    qat_layers: list[str]
+    roles: RoleMap
+    run: TrainingRun        # what the techniques' hooks see
 
 
-def assemble_model(cfg: GolfConfig, ctx: DistContext) -> AssembledModel:
-    """The GPT with QAT switches (if on), compiled (if asked/auto on CUDA), DDP-wrapped (if distributed)."""
+def assemble_model(
+    cfg: GolfConfig, ctx: DistContext, techniques: TechniqueSet, policy: ExportPolicy,
+    log: Callable[[str], None] = print,
+) -> AssembledModel:
+    """Build the GPT, give every parameter its role, let the techniques change the model (with the
+    export format of every parameter known), then compile (if asked/auto on CUDA) and DDP-wrap."""
     kernel = resolve_attention(cfg.attention, ctx.device)
     base = build_model(cfg, ctx.device, kernel)
-    qat_layers: list[str] = []
-    if cfg.qat_enabled:
-        # exactly the weights the export puts on the int6 grid (validate() made sure there are some)
-        targets = set(qat_target_names(base.named_parameters(), export_format(cfg)))
-        qat_layers = attach_fake_quant(base, lambda name, w: name in targets, FakeQuant(INT6_BITS, cfg.quant_grid))
+    roles = techniques.override_roles(parameter_roles(base))
+    run = TrainingRun(cfg=cfg, ctx=ctx, log=log, model=base, roles=roles)
+    techniques.on_model(run, lambda name, tensor: policy.format_for(name, tensor, roles[name]))
+    # Parameters a technique added carry the roles their modules declare.
+    roles.update(techniques.override_roles(parameter_roles(base)))
     compiled = cfg.torch_compile == "1" or (cfg.torch_compile == "auto" and ctx.device.type == "cuda")
     eval_model: nn.Module = base
     if compiled:
@@ -425,7 +441,7 @@ def assemble_model(cfg: GolfConfig, ctx: DistContext) -> AssembledModel:
             eval_model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
             **_no_buffer_sync_per_forward(),
         )
-    return AssembledModel(base, eval_model, train_model, kernel, compiled, qat_layers)
+    return AssembledModel(base, eval_model, train_model, kernel, compiled, roles, run)
 
 
 def _no_buffer_sync_per_forward() -> dict[str, bool]:
@@ -504,8 +520,9 @@ def main() -> int:
     rank = int(os.environ.get("RANK", "0"))
     try:
         cfg, stack, scale = config_from_env()
-        validate(cfg, world_size_from_env())
-    except ConfigError as err:
+        warnings = validate(cfg, world_size_from_env(), baseline=resolve(stack, scale))
+        preflight(cfg)  # shards and tokenizer, before any process group or model exists
+    except (ConfigError, DataError) as err:
         if rank == 0:
             eprint(f"golf.train: {err}")
         return 2
@@ -517,7 +534,7 @@ def main() -> int:
     trial: Trial | None = None
     succeeded = False
     try:
-        trial = Trial(cfg, stack, scale, ctx)
+        trial = Trial(cfg, stack, scale, ctx, warnings)
         trial.run()
         succeeded = True
         return 0
@@ -525,12 +542,14 @@ def main() -> int:
         stopped = isinstance(err, (RunStopped, KeyboardInterrupt))
         message = f"{type(err).__name__}: {err}"
         if rank == 0:
-            if not stopped and not isinstance(err, (ConfigError, FileNotFoundError)):
+            if not stopped and not isinstance(err, (ConfigError, DataError, FileNotFoundError)):
                 traceback.print_exc(file=sys.stderr)
             (trial.log if trial is not None else eprint)(f"golf.train failed: {message}")
         if trial is not None:
             trial.finish("stopped" if stopped else "failed", message)
-        return 143 if stopped else 1
+        # A data error (a training shard's token ids, found on the loader's first pass) fails
+        # every retry the same way: exit 2, like a bad config.
+        return 143 if stopped else 2 if isinstance(err, DataError) else 1
     finally:
         shutdown(together=succeeded)
 

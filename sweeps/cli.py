@@ -5,6 +5,9 @@ Also :func:`sweep_main`, the shared ``main`` of every sweep file (``python sweep
 
 User errors (a bad sweep, a missing directory, a typo in a key) print one clear message and exit
 with status 2, without a traceback. A sweep whose trials did not all finish exits with 1.
+
+``run`` and ``table`` live here; ``compare``, ``leaderboard``, ``parse-log`` and ``verify`` are in
+:mod:`sweeps.commands`, one module each, over domain modules that return data.
 """
 
 from __future__ import annotations
@@ -113,8 +116,7 @@ def _run_sweep(sweep: Sweep, args: argparse.Namespace) -> int:
     outcome = run_sweep(sweep, options_from_args(args))
     if args.dry_run or outcome.all_finished:
         return 0
-    print(f"not every trial finished; run the same command again to resume "
-          f"({outcome.experiment_dir})", file=sys.stderr)
+    print(outcome.next_step() or "not every trial finished", file=sys.stderr)
     return 1
 
 
@@ -166,7 +168,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``sweeps`` argument parser with every subcommand."""
-    from sweeps import leaderboard, logparse, stats, verify
+    from sweeps import stats
+    from sweeps.commands import compare, leaderboard, parse_log, verify
     from sweeps.results import experiment_value_source
 
     parser = argparse.ArgumentParser(prog="sweeps", description=_DESCRIPTION, epilog=_EPILOG,
@@ -205,10 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         stats.register_value_source(experiment_value_source())
     except ValueError:
         pass  # already registered by an earlier build_parser() in this process
-    stats.register(commands)
+    compare.register(commands)
     verify.register(commands)
     leaderboard.register(commands)
-    logparse.register(commands)
+    parse_log.register(commands)
     return parser
 
 
@@ -229,9 +232,12 @@ def _guarded(action) -> int:
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # A sweep stopped by SIGINT/SIGTERM has written its table; it says how to resume.
+        outcome = getattr(err, "outcome", None)
+        print((outcome.next_step() if outcome is not None else None) or "interrupted",
+              file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))
     except BrokenPipeError:
         # `sweeps table DIR | head`: the reader left; say nothing more (and not at exit either).
         sys.stdout = open(os.devnull, "w")

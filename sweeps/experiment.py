@@ -19,12 +19,15 @@ cluster needs one of those two shared between its nodes.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,9 +35,17 @@ from typing import Any, TextIO
 import pandas as pd
 
 from sweeps import report
+from sweeps.failures import CONFIG, is_storage_full
+from sweeps.lock import ExperimentBusy, ExperimentLock, command_line
 from sweeps.results import (
-    SWEEP_RECORD, ExperimentStore, ResultsTableCallback, summarize, write_results,
+    SWEEP_RECORD, ExperimentStore, ResultsTableCallback, iter_trial_records, load_results,
+    summarize, write_results,
 )
+from sweeps.supervision import (
+    QuietTuneLogs, RetryPolicy, StopSignals, StorageWatch, SweepInterrupted, TrialsInFlight,
+    signal_name,
+)
+from sweeps.datacheck import check_local_data
 from sweeps.spec import Sweep, SweepPlan, SpecError, plan_sweep
 from sweeps.trial import TrialStorage, code_root, demo_root, make_trainable
 
@@ -70,10 +81,27 @@ class SweepOutcome:
     comparisons: list[report.ConfigComparison] = field(default_factory=list)
     resumed: bool = False
     wall_s: float | None = None
+    command: str = ""  # the command line that ran it (and resumes it)
+    interrupted_by: int | None = None  # the signal that stopped it
+    interrupted: int = 0  # trials marked INTERRUPTED
+    storage_full_at: str | None = None
+    # One-line causes of configuration or data failures -> the trials each failed.
+    fix_first: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def all_finished(self) -> bool:
         return self.table is not None and bool((self.table["status"] == "TERMINATED").all())
+
+    def next_step(self) -> str | None:
+        """What to do now, when not every trial finished (None when they all did)."""
+        if self.table is None or (self.all_finished and self.interrupted_by is None):
+            return None
+        return report.format_next_step(
+            command=self.command,
+            interrupted_by=None if self.interrupted_by is None else signal_name(self.interrupted_by),
+            storage_full=self.storage_full_at is not None, interrupted=self.interrupted,
+            fix_first=self.fix_first,
+            unfinished=int((self.table["status"] != "TERMINATED").sum()))
 
 
 def experiment_location(plan: SweepPlan, options: RunOptions, cwd: str | None = None) -> str:
@@ -104,9 +132,39 @@ def run_sweep(sweep: Sweep, options: RunOptions, *, out: TextIO | None = None) -
         print("dry run: nothing was started", file=out)
         return outcome
 
+    check_local_data(plan, out)  # a bad shard or tokenizer stops here, before Ray and any trial
     store = ExperimentStore(location)
+    outcome.command = command_line()
+    with _experiment_lock(store), StopSignals() as signals:
+        _run_experiment(plan, store, options, outcome, signals, out)
+    if outcome.interrupted_by is not None:
+        raise SweepInterrupted(outcome.interrupted_by, outcome)
+    return outcome
+
+
+@contextmanager
+def _experiment_lock(store: ExperimentStore) -> Iterator[None]:
+    """Hold the experiment's lock (local storage; an object store has none to take)."""
+    if not store.is_local:
+        yield
+        return
+    lock = ExperimentLock(store.root)
+    try:
+        lock.acquire()
+    except ExperimentBusy as err:
+        raise SpecError(str(err)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions,
+                    outcome: SweepOutcome, signals: StopSignals, out: TextIO) -> None:
+    location = store.location
     resume = _decide_resume(plan, store, options.resume, out)
     ray_mode = connect_ray(plan, out)
+    signals.install()  # ray.init() put its own SIGTERM handler (sys.exit) in place of ours
     _check_resources(plan, ray_mode, location, out)
     if ray_mode == "attached" and options.storage is None:
         print(f"warning: results go to {location}, under the directory the driver runs in (for "
@@ -122,18 +180,105 @@ def run_sweep(sweep: Sweep, options: RunOptions, *, out: TextIO | None = None) -
     # few seconds of each other, which is harmless here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     start = time.perf_counter()
-    tuner = _tuner(plan, store, resume, options.verbose, out)
+    watch, in_flight = StorageWatch(location, out), TrialsInFlight()
+    tuner = _tuner(plan, store, resume, options.verbose, out, [watch, in_flight])
     outcome.resumed = resume
+    forced = False
     try:
-        tuner.fit()
+        with QuietTuneLogs(verbose=options.verbose, storage=watch):
+            signals.tune_running()
+            try:
+                tuner.fit()
+            except SweepInterrupted:
+                forced = True  # a second signal: Tune was stopped without cleaning up
+            except Exception as err:
+                if not is_storage_full(err):
+                    raise
+                watch.notice(location)
+            finally:
+                signals.tune_done()
     finally:
         outcome.wall_s = time.perf_counter() - start
-        outcome.table = write_results(location)
+        outcome.interrupted_by = signals.received
+        if signals.received is not None or watch.full_at is not None:
+            if signals.received is not None:
+                print(f"stopped by {signal_name(signals.received)}: trials stopped, writing the "
+                      "table of what finished", file=out, flush=True)
+            if forced:
+                import ray
+
+                ray.shutdown()  # ends the trials Tune had no time to stop
+            outcome.interrupted = _mark_interrupted(location, in_flight, signals.received)
+        outcome.storage_full_at = watch.full_at
+        outcome.table = _final_table(location, watch)
+    outcome.fix_first = _config_failures(location, outcome.table)
     outcome.summary = summarize(outcome.table)
     outcome.comparisons = report.compare_with_baseline(outcome.table, plan.baseline_label)
     print(report.format_outcome(outcome.table, outcome.summary, outcome.comparisons,
                                 plan.baseline_label, location), file=out)
-    return outcome
+
+
+def _mark_interrupted(location: str, in_flight: TrialsInFlight, signum: int | None) -> int:
+    """Mark the trials the driver stopped as INTERRUPTED; return how many.
+
+    The trials Tune had running, whatever their worker managed to write while it was stopped,
+    and any trial.json still saying RUNNING (nothing runs once Tune has returned). Each trial's
+    worker is given time to exit first, so that it cannot overwrite the mark. On a full disk the
+    marks cannot be written: those trials show as UNKNOWN.
+    """
+    from golf.atomic import write_json_atomic
+    from sweeps.launcher import wait_until_gone
+    from sweeps.trial import TRIAL_RECORD
+
+    stopped = {Path(path).name for path in in_flight.running.values()}
+    marked = 0
+    for record in iter_trial_records(location):
+        trial_dir = Path(record.pop("trial_dir"))
+        if trial_dir.name not in stopped and record.get("status") != "RUNNING":
+            continue
+        if record.get("host") == socket.gethostname() and record.get("pid"):
+            wait_until_gone([int(record["pid"])], timeout_s=15)
+            try:
+                record = json.loads((trial_dir / TRIAL_RECORD).read_text())
+            except (OSError, ValueError):
+                continue
+        if record.get("status") == "TERMINATED":
+            continue  # it finished as the driver stopped: its row stands
+        how = f"the driver was stopped ({signal_name(signum)})" if signum else "the storage was full"
+        record.update(status="INTERRUPTED", ended_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
+            timespec="milliseconds"), error=f"interrupted: {how}; running the sweep again resumes it")
+        try:
+            write_json_atomic(trial_dir / TRIAL_RECORD, record)
+        except OSError as err:
+            if not is_storage_full(err):
+                raise
+            continue
+        marked += 1
+    return marked
+
+
+def _final_table(location: str, watch: StorageWatch) -> pd.DataFrame:
+    """The table once Tune has returned (no trial runs): written, unless the disk is full."""
+    if watch.full_at is None:
+        try:
+            return write_results(location, driver_running=False)
+        except OSError as err:
+            if not is_storage_full(err):
+                raise
+            watch.notice(location)
+    return load_results(location, driver_running=False)
+
+
+def _config_failures(location: str, table: pd.DataFrame) -> dict[str, list[str]]:
+    """Causes of the failures running again cannot fix -> the trials (``label seed N``) each hit."""
+    causes: dict[str, list[str]] = {}
+    if table is None or not (table["status"] == "ERROR").any():
+        return causes
+    for record in iter_trial_records(location):
+        if record.get("status") == "ERROR" and record.get("failure") == CONFIG:
+            cause = str(record.get("cause") or "a configuration or data error")
+            causes.setdefault(cause, []).append(f"{record.get('label')} seed {record.get('seed')}")
+    return causes
 
 
 def _warnings(plan: SweepPlan) -> list[str]:
@@ -187,11 +332,36 @@ def _decide_resume(plan: SweepPlan, store: ExperimentStore, mode: str, out: Text
     return True
 
 
+_DECISIVE_KEYS = ("scale", "stack", "program", "fixed_env", "variants", "seeds", "gpus_per_trial",
+                  "cpu_procs")
+
+
 def _plan_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    keys = ("scale", "stack", "program", "fixed_env", "variants", "seeds", "gpus_per_trial",
-            "cpu_procs")
-    changed = [key for key in keys if stored.get(key) != current.get(key)]
-    return "changed: " + ", ".join(changed) if changed else "its fingerprint differs"
+    """What differs between the stored sweep.json and this sweep, as ``key: old -> new``.
+
+    Both sides are compared as JSON (sweep.json holds lists where the plan holds tuples), and a
+    mapping (``fixed_env``, ``program``) is compared key by key.
+    """
+    old_plan, new_plan = (json.loads(json.dumps({k: side.get(k) for k in _DECISIVE_KEYS}))
+                          for side in (stored, current))
+    changes = []
+    for key in _DECISIVE_KEYS:
+        old, new = old_plan[key], new_plan[key]
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            for sub in [*old, *(k for k in new if k not in old)]:
+                if old.get(sub) != new.get(sub):
+                    changes.append(f"{key} {sub}: {_shown(old.get(sub))} -> {_shown(new.get(sub))}")
+        else:
+            changes.append(f"{key}: {_shown(old)} -> {_shown(new)}")
+    if not changes:
+        return "its fingerprint differs, though no setting does: the sweep's code changed"
+    return "changed: " + "; ".join(changes)
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value)
 
 
 def _move_aside(store: ExperimentStore) -> str:
@@ -250,12 +420,28 @@ def _check_resources(plan: SweepPlan, ray_mode: str, location: str, out: TextIO)
               "s3://... / gs://...", file=out)
 
 
-def _tuner(plan: SweepPlan, store: ExperimentStore, resume: bool, verbose: bool, out: TextIO) -> Any:
+def _tuner(plan: SweepPlan, store: ExperimentStore, resume: bool, verbose: bool, out: TextIO,
+           supervisors: list[Any]) -> Any:
     from ray import tune
 
     trainable = make_trainable(plan, TrialStorage(store.root if store.is_local else None))
+    watch = next((s for s in supervisors if isinstance(s, StorageWatch)), None)
+
+    def callbacks(max_failures: int) -> list[Any]:
+        return [RetryPolicy(max_failures), *supervisors, ResultsTableCallback(store.location, watch),
+                *([] if verbose else [report.ProgressCallback(plan, out)])]
+
     if resume:
-        return tune.Tuner.restore(store.location, trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(store.location, trainable=trainable, resume_errored=True)
+        # Tune restores the callbacks pickled when the experiment started: another process's
+        # progress clock and counts, another stream. This session's own replace them (the
+        # retry budget stays the one the experiment started with).
+        internal = getattr(tuner, "_local_tuner", None)
+        if internal is not None:
+            run_config = internal.get_run_config()
+            run_config.callbacks = callbacks(run_config.failure_config.max_failures
+                                             if run_config.failure_config else plan.max_failures)
+        return tuner
     store.write_json(plan.describe(), SWEEP_RECORD)
     scheduler = None
     if plan.scheduler is not None:
@@ -273,7 +459,7 @@ def _tuner(plan: SweepPlan, store: ExperimentStore, resume: bool, verbose: bool,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         sync_config=tune.SyncConfig(sync_artifacts=not store.is_local),
-        callbacks=[ResultsTableCallback(store.location)] + ([] if verbose else [report.ProgressCallback(plan, out)]),
+        callbacks=callbacks(plan.max_failures),
         verbose=1 if verbose else 0,
     )
     tune_config = tune.TuneConfig(

@@ -9,21 +9,18 @@ only empty cells and blank lines are formatting and are skipped.
 
 Scores are val_bpb: lower is better, so the best row is the one with the lowest score.
 
-``sweeps leaderboard FILE.csv`` prints the table, the best row and the problems
-(``--json`` for machines); ``--against`` prints one result's delta to the best in bpb and nats.
+``sweeps leaderboard FILE.csv`` (:mod:`sweeps.commands.leaderboard`) prints the table, the best row
+and the problems; :func:`against_best` measures one result against the best row.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import difflib
 import io
-import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,9 +33,8 @@ __all__ = [
     "Problem",
     "Leaderboard",
     "read_leaderboard",
+    "against_best",
     "delta_to_best",
-    "register",
-    "run_leaderboard",
 ]
 
 # Canonical column -> accepted header spellings, compared after lower-casing and dropping every
@@ -319,6 +315,21 @@ def delta_to_best(best_score_bpb: float, config_mean_bpb: float,
     return {"delta_bpb": delta_bpb, "delta_nats": delta_nats}
 
 
+def against_best(board: Leaderboard, spec: str, tokens_per_byte: float | None) -> dict[str, Any]:
+    """One result measured against the board's best row (``--against``).
+
+    ``spec`` is a val_bpb number or a submission.json. Returns ``label``, ``val_bpb``,
+    ``tokens_per_byte`` and the :func:`delta_to_best` keys.
+    """
+    best = board.best
+    if best is None:
+        raise LeaderboardError(f"{board.path or 'the leaderboard'} has no usable row to compare "
+                               "against")
+    value, ratio, label = _resolve_against(spec, tokens_per_byte)
+    return {"label": label, "val_bpb": value, "tokens_per_byte": ratio,
+            **delta_to_best(best.score, value, ratio)}
+
+
 def _resolve_against(spec: str, tokens_per_byte: float | None) -> tuple[float, float | None, str]:
     """``--against``: a val_bpb number or a submission.json; returns (bpb, tokens/byte, label)."""
     try:
@@ -340,102 +351,3 @@ def _resolve_against(spec: str, tokens_per_byte: float | None) -> tuple[float, f
             f"{spec} reports no val_bpb; pass the value itself: --against 1.0795")
     ratio = tokens_per_byte if tokens_per_byte is not None else submission.tokens_per_byte
     return submission.val_bpb, ratio, f"{submission.label} (mean val_bpb)"
-
-
-# ---------------------------------------------------------------------------------------- CLI
-
-_EPILOG = """\
-examples:
-  sweeps leaderboard leaderboard_10min.csv
-  sweeps leaderboard leaderboard_10min.csv --json
-  sweeps leaderboard leaderboard_10min.csv --against 1.0795 --tokens-per-byte 0.2683
-  sweeps leaderboard leaderboard_10min.csv --against records/my_run/submission.json
-
-The CSV needs a run column (run, name, title, ...) and a score column (score, val_bpb, bpb, ...);
-author, date, summary and info_url columns are used when present. Rows whose score is empty or not
-a number are listed as problems with their line number (the header is line 1).
-"""
-
-
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``leaderboard`` subcommand to a ``sweeps`` argument parser."""
-    parser = subparsers.add_parser(
-        "leaderboard",
-        help="read a leaderboard CSV: its rows, the best run, rows it could not use",
-        description=(
-            "Read a leaderboard CSV (the challenge's README tables exported as CSV, or a\n"
-            "spreadsheet's export of them) and print its rows, the best run (lowest val_bpb)\n"
-            "and any rows that could not be used, with their line numbers."),
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", metavar="FILE.csv", help="the leaderboard CSV file")
-    parser.add_argument("--json", action="store_true",
-                        help='print {"rows": [...], "best": {...}, "problems": [...]} as JSON')
-    parser.add_argument(
-        "--against", metavar="VALUE_OR_SUBMISSION.json",
-        help="also print this result's delta to the best row, in bpb and in nats: a val_bpb "
-             "number, or a submission.json (its mean val_bpb, and its tokens-per-byte ratio "
-             "when it reports both val_bpb and val_loss)")
-    parser.add_argument(
-        "--tokens-per-byte", type=float, metavar="R",
-        help="tokens per byte of your tokenizer on the validation set (val_bpb * ln2 / val_loss "
-             "of any of your runs), to express --against's delta in nats")
-    parser.set_defaults(func=run_leaderboard)
-
-
-def run_leaderboard(args: argparse.Namespace) -> int:
-    """Handler of ``sweeps leaderboard``; returns the exit code (2 on bad input)."""
-    try:
-        board = read_leaderboard(args.file)
-        against = None
-        if args.against is not None:
-            best = board.best
-            if best is None:
-                raise LeaderboardError(f"{args.file} has no usable row to compare against")
-            value, ratio, label = _resolve_against(args.against, args.tokens_per_byte)
-            against = {"label": label, "val_bpb": value, "tokens_per_byte": ratio,
-                       **delta_to_best(best.score, value, ratio)}
-    except LeaderboardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        out = board.to_dict()
-        if against is not None:
-            out["against"] = against
-        print(json.dumps(out, indent=2, ensure_ascii=False))
-    else:
-        print(format_leaderboard(board, against))
-    return 0
-
-
-def format_leaderboard(board: Leaderboard, against: Mapping[str, Any] | None = None) -> str:
-    """Human view: the table (best row marked), the best row, the problems, the --against delta."""
-    best = board.best
-    lines: list[str] = []
-    if board.rows:
-        run_width = min(60, max(len("run"), *(len(row.run) for row in board.rows)))
-        lines.append(f"  {'line':>4}  {'score':<8}  {'run':<{run_width}}  {'author':<20}  date")
-        for row in board.rows:
-            mark = "*" if row is best else " "
-            run = row.run if len(row.run) <= run_width else row.run[:run_width - 3] + "..."
-            lines.append(f"{mark} {row.line:>4}  {row.score_text:<8}  {run:<{run_width}}  "
-                         f"{(row.author or '')[:20]:<20}  {row.date or ''}")
-    lines.append("")
-    if best is not None:
-        by = f" by {best.author}" if best.author else ""
-        on = f" on {best.date}" if best.date else ""
-        lines.append(f"best: {best.run} ({best.score_text} bpb{by}{on}, line {best.line})")
-    else:
-        lines.append("best: none (no row has a usable score)")
-    lines.append(f"{len(board.rows)} rows read from {board.path or 'the CSV'}")
-    if board.problems:
-        lines.append(f"{len(board.problems)} rows not used:")
-        lines.extend(f"  line {problem.line}: {problem.reason}" for problem in board.problems)
-    if against is not None:
-        nats = against["delta_nats"]
-        nats_text = (f"{nats:+.5f} nats" if nats is not None else
-                     "nats unknown (pass --tokens-per-byte R, R = val_bpb * ln2 / val_loss)")
-        lines.append(f"{against['label']}: {against['val_bpb']:.8g} bpb; delta to best "
-                     f"{against['delta_bpb']:+.5f} bpb, {nats_text} (negative = better)")
-    return "\n".join(lines)

@@ -8,8 +8,8 @@ time, so the same code serves two users:
 
 * the trial runner, which feeds a live training run line by line to :class:`LogParser` and acts on
   the :class:`LogEvent` objects each line yields (live ``val_bpb``, the artifact size);
-* the results table and ``sweeps parse-log``, which want one summary dict per log file
-  (:func:`parse_log_file`, :func:`parse_log_text`).
+* the results table and ``sweeps parse-log`` (:mod:`sweeps.commands.parse_log`), which want one
+  summary dict per log file (:func:`parse_log_file`, :func:`parse_log_text`).
 
 Rules the parser follows (the formats are listed in ``techniques.md`` section 11):
 
@@ -23,32 +23,25 @@ Rules the parser follows (the formats are listed in ``techniques.md`` section 11
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
+
+from golf.contract import SIZE_LIMIT_BYTES
 
 __all__ = [
-    "ARTIFACT_LIMIT_BYTES",
     "HEADLINE_FAMILIES",
     "LogEvent",
     "LogParser",
-    "format_summary",
     "headline_metric",
     "parse_log_file",
     "parse_log_text",
     "parse_lines",
-    "register",
-    "run_parse_log",
+    "says_nothing",
     "seed_from_filename",
 ]
-
-#: The challenge's artifact cap: code plus compressed model, in decimal bytes.
-ARTIFACT_LIMIT_BYTES = 16_000_000
 
 # No trainer prints a line of interest this long; longer lines are binary junk or minified code and
 # are skipped whole, which also keeps the cost of a pathological input linear.
@@ -634,7 +627,7 @@ class LogParser:
             "peak_memory_mib": run.peak_memory_mib,
             "model_bytes": run.model_bytes,
             "final_eval_mode": run.final_eval_mode,
-            "over_size_limit": None if total is None else total > ARTIFACT_LIMIT_BYTES,
+            "over_size_limit": None if total is None else total > SIZE_LIMIT_BYTES,
         }
 
 
@@ -738,120 +731,10 @@ def _file_lines(handle: BinaryIO) -> Iterator[str]:
         yield pending.decode("utf-8", errors="replace")
 
 
-# --- CLI ------------------------------------------------------------------------------------------
-_EPILOG = """\
-what it extracts (the last training run when a file holds several):
-  headline                  the evaluation the score is quoted from: legal TTT, other TTT,
-                            sliding window, quantized roundtrip, then pre-quantization
-  seed, seed_from_filename  the seed the log prints; the one its file name encodes
-  training_runs_in_file     how many times the step counter starts over (0: eval-only log)
-  last_step, planned_iterations, step_avg_ms, step_avg_ms_last_train_line
-  train_time_ms, stopped_early_wallclock
-  code_bytes, code_bytes_uncompressed, total_submission_bytes, total_submission_label,
-  raw_total_submission_bytes, model_bytes, over_size_limit (total > 16,000,000 bytes)
-  last_val_line             the last in-training validation {step, val_loss, val_bpb}
-  final_metrics             every post-training evaluation {label: {val_loss, val_bpb, ...}}
-  eval_time_ms_total, model_params, peak_memory_mib, final_eval_mode
+def says_nothing(summary: Mapping[str, Any]) -> bool:
+    """True when a summary holds no fact: no line of the log was a Parameter Golf line.
 
-Anything the log does not print is null: the parser never guesses. Unreadable files are
-reported on stderr and make the exit status 2; the other files are still printed.
-
-examples:
-  sweeps parse-log runs/trial_0001/train.log
-  sweeps parse-log records/*/train_seed*.log --json > summaries.json
-"""
-
-
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``parse-log`` subcommand to a ``sweeps`` argument parser."""
-    parser = subparsers.add_parser(
-        "parse-log",
-        help="extract steps, timing, sizes, seed and final val_bpb from Parameter Golf train logs",
-        description=(
-            "Read Parameter Golf train logs (the challenge's train_gpt.py, its refactored\n"
-            "successors, ternary/XNOR/JEPA scripts, golf's own pipeline) and print what each\n"
-            "one reports: the headline val_bpb, every final evaluation, steps and timing,\n"
-            "artifact and code sizes, the seed. Source-code dumps and launcher noise in the\n"
-            "log are ignored."),
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="train log file(s)")
-    parser.add_argument(
-        "--json", action="store_true",
-        help="print JSON: one object for one file, a list of objects (in argument order) for "
-             "several; each object has a \"file\" key with the path as given")
-    parser.set_defaults(func=run_parse_log)
-
-
-def run_parse_log(args: argparse.Namespace) -> int:
-    """Handler of ``sweeps parse-log``; returns 0, or 2 when a file could not be read."""
-    results: list[dict] = []
-    status = 0
-    for path in args.files:
-        try:
-            summary = parse_log_file(path)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            print(f"sweeps parse-log: cannot read {path}: {reason} (check the path and that it is "
-                  "a readable file)", file=sys.stderr)
-            status = 2
-            continue
-        results.append({"file": path, **summary})
-    if args.json:
-        if len(args.files) == 1:
-            if results:
-                print(json.dumps(results[0], indent=2))
-        else:
-            print(json.dumps(results, indent=2))
-    else:
-        print("\n\n".join(format_summary(result) for result in results))
-    return status
-
-
-def _format_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return " ".join(f"{key}={_format_value(item)}" for key, item in value.items())
-    return str(value)
-
-
-def format_summary(summary: dict) -> str:
-    """The human view of one summary: ``key: value`` lines, the file and the headline first."""
-    lines = []
-    if "file" in summary:
-        lines.append(f"file: {summary['file']}")
-    headline = summary.get("headline")
-    if headline is None:
-        lines.append("headline: null")
-    else:
-        lines.append(f"headline: {headline['label']} ({headline['family']}) "
-                     f"val_bpb={headline['val_bpb']} val_loss={headline['val_loss']}")
-    for key, value in summary.items():
-        if key in ("file", "headline", "final_metrics"):
-            continue
-        lines.append(f"{key}: {_format_value(value)}")
-    metrics = summary.get("final_metrics") or {}
-    if metrics:
-        lines.append("final_metrics:")
-        width = max(len(label) for label in metrics)
-        for label, metric in metrics.items():
-            lines.append(f"  {label:<{width}}  {_format_value(metric)}")
-    else:
-        lines.append("final_metrics: none")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``parse-log`` alone (``python -m sweeps.logparse FILE...``)."""
-    parser = argparse.ArgumentParser(prog="sweeps")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["parse-log", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    The seed a file's name encodes does not count: it says nothing about what the file holds.
+    """
+    empty = LogParser().summary()
+    return all(summary.get(key) == value for key, value in empty.items() if key != "seed_from_filename")

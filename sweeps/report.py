@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import pandas as pd
 
+from sweeps.failures import CONFIG, FAILURE_CAUSE_KEY, FAILURE_KIND_KEY, STORAGE
 from sweeps.results import _TuneCallback, config_values, describe_statuses, labels_in_order, param_columns
-from sweeps.spec import SweepPlan
+from sweeps.spec import DATA_KEYS, SweepPlan
 from sweeps.stats import Comparison, StatsError, compare
 
 TRIAL_VIEW = ("label", "seed", "status", "val_bpb", "val_loss", "bytes_total", "under_limit",
@@ -50,9 +51,11 @@ def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False) ->
     scheduler = ("FIFO (every trial runs to the end)" if plan.scheduler is None else
                  f"ASHA on val_bpb: grace {plan.scheduler.grace_steps} steps, max "
                  f"{plan.scheduler.max_steps}, reduction factor {plan.scheduler.reduction_factor:g}")
-    data = ("demo corpus (built on each node on first use)" if plan.demo_data else
-            ", ".join(f"{key}={plan.fixed_env[key]}" for key in ("DATA_PATH", "TOKENIZER_PATH")
-                      if key in plan.fixed_env) or "not used")
+    data = ", ".join(f"{key}={_data_path(plan, key)}" for key in DATA_KEYS
+                     if key in plan.fixed_env or key in plan.demo_keys) or "not used"
+    if plan.demo_keys:
+        which = "" if len(plan.demo_keys) == len(DATA_KEYS) else f"{', '.join(plan.demo_keys)}: "
+        data += f" ({which}the demo corpus, built on each node on first use)"
     lines = [
         f"sweep {plan.name}: {len(plan.labels)} config(s) x {len(plan.seeds)} seed(s) = "
         f"{len(plan.labels) * len(plan.seeds)} trials at {plan.scale} scale",
@@ -70,6 +73,16 @@ def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False) ->
         lines.append("trials:")
         lines += [f"  {i:>3}  {t.label}  seed={t.seed}" for i, t in enumerate(plan.trials)]
     return "\n".join(lines)
+
+
+def _data_path(plan: SweepPlan, key: str) -> str:
+    if key not in plan.demo_keys:
+        return plan.fixed_env[key]
+    from golf.corpus import demo_paths
+    from sweeps.trial import demo_root
+
+    paths = demo_paths(demo_root())  # this machine's; each node uses its own demo_root()
+    return str(paths.data_path if key == "DATA_PATH" else paths.tokenizer_path)
 
 
 def _env_text(env: dict[str, str]) -> str:
@@ -176,10 +189,46 @@ def format_outcome(table: pd.DataFrame, summary: pd.DataFrame,
     return "\n".join(parts)
 
 
+def format_next_step(*, command: str, interrupted_by: str | None = None,
+                     storage_full: bool = False, interrupted: int = 0,
+                     fix_first: Mapping[str, Sequence[str]] | None = None,
+                     unfinished: int = 0) -> str | None:
+    """What to do after a sweep that did not finish every trial (None when it did).
+
+    ``fix_first``: one-line causes of failures that running again cannot fix (a configuration or
+    data error), each with the trials it failed; those come first, because the same command
+    would only fail them again.
+    """
+    lines = []
+    if interrupted_by is not None:
+        lines.append(f"stopped by {interrupted_by}: {interrupted} running trial(s) marked "
+                     "INTERRUPTED; finished trials are kept")
+    if storage_full:
+        lines.append("the storage is full: free space on it (or pass --storage elsewhere) first")
+    if fix_first:
+        lines.append(f"{sum(len(v) for v in fix_first.values())} trial(s) failed on a configuration "
+                     "or data error that running again will not fix:")
+        for cause, trials in fix_first.items():
+            lines.append(f"  {cause}")
+            lines.append(f"    (trials: {', '.join(trials)})")
+        lines.append("fix that, then run the same command again: finished trials are kept and the "
+                     "failed ones run again (if the fix changes the sweep or its --set values, add "
+                     "--restart or pass --name NEW)")
+    if lines and (interrupted_by is not None or storage_full):
+        lines.append(f"resume with: {command}")
+    elif not lines and unfinished:
+        lines.append(f"{unfinished} trial(s) did not finish; run the same command again to resume "
+                     f"(errored trials are retried, from their saved artifact when they have one): "
+                     f"{command}")
+    return "\n".join(lines) or None
+
+
 class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
     """One line per trial start, end, failure or retry: the sweep's progress without Tune's tables.
 
-    ``sweeps run --verbose`` shows Tune's own status tables instead.
+    ``sweeps run --verbose`` shows Tune's own status tables instead. A failure's line carries its
+    one-line cause (the trial's last report, see :mod:`sweeps.failures`); a retry's line says
+    whether the retry only evaluates the saved artifact or trains again from the start.
     """
 
     def __init__(self, plan: SweepPlan, out: TextIO) -> None:
@@ -187,6 +236,8 @@ class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.total = len(plan.trials)
         self.ended = 0
         self.started = time.monotonic()
+        self._counted = False
+        self._failures: dict[str, dict[str, Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state (for Tuner.restore); a stream
@@ -197,6 +248,18 @@ class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.__dict__.update(state)
         self.out = self.out or sys.stdout
 
+    def setup(self, **info: Any) -> None:
+        # Each session's clock starts with its own run (time.monotonic() of an earlier process
+        # means nothing here), and its count with what earlier sessions finished.
+        self.started = time.monotonic()
+        self._counted = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._counted and trials:
+            self._counted = True
+            self.ended = sum(1 for trial in trials if trial.status in ("TERMINATED", "ERROR"))
+            self.total = max(self.total, len(trials))
+
     def _name(self, trial: Any) -> str:
         config = trial.config or {}
         return f"{self.plan.label_of(config.get('params') or {})} seed {config.get('seed')}"
@@ -206,10 +269,31 @@ class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         print(f"[{elapsed:7.1f}s] {text}", file=self.out, flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failures.pop(trial.trial_id, None)
         self._print(f"started  {self._name(trial)}")
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        if result.get(FAILURE_KIND_KEY) is not None:
+            self._failures[trial.trial_id] = result
+
+    def _cause(self, trial: Any) -> tuple[str | None, str]:
+        failure = self._failures.pop(trial.trial_id, None)
+        if failure is None:
+            # No last report: the trial's process itself died (a lost node, a killed worker).
+            return None, "its process died (node lost or process killed)"
+        return failure.get(FAILURE_KIND_KEY), str(failure.get(FAILURE_CAUSE_KEY) or "failed")
+
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"retrying {self._name(trial)} (it failed; a saved artifact is evaluated, not retrained)")
+        _, cause = self._cause(trial)
+        attempt = _failures_so_far(trial) + 1
+        limit = getattr(trial, "max_failures", None)
+        of = f" of {limit + 1}" if isinstance(limit, int) and limit >= 0 else ""
+        if trial.checkpoint is not None:
+            plan = "its artifact was saved, so the retry only evaluates it"
+        else:
+            plan = "no artifact was saved, so the retry trains from the start"
+        self._print(f"retrying {self._name(trial)} (attempt {attempt}{of}): {cause}; {plan}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
@@ -226,5 +310,14 @@ class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.ended += 1
-        self._print(f"ERROR    {self._name(trial)} ({self.ended}/{self.total} ended); its log tail is "
-                    "in the results table and in the trial's train.log")
+        kind, cause = self._cause(trial)
+        if kind == STORAGE:
+            cause = "the storage is full (see above)"  # said once, by the storage watch
+        elif kind == CONFIG:
+            cause += " (not retried: every attempt would fail the same way)"
+        self._print(f"ERROR    {self._name(trial)}: {cause} ({self.ended}/{self.total} ended)")
+
+
+def _failures_so_far(trial: Any) -> int:
+    metadata = getattr(trial, "run_metadata", None)
+    return int(getattr(metadata, "num_failures", 0) or 0)

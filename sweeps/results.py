@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,16 +28,23 @@ from typing import Any
 import pandas as pd
 import pyarrow.fs as pafs
 
-from sweeps.logparse import ARTIFACT_LIMIT_BYTES, parse_log_text
+from golf.atomic import write_bytes_atomic
+from golf.contract import RESULT_FILE, SIZE_LIMIT_BYTES, TRAIN_LOG_FILE
+
+from sweeps.logparse import parse_log_text
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_CSV = "results.csv"
 SWEEP_RECORD = "sweep.json"
 TRIAL_RECORD = "trial.json"
-TRAIN_LOG = "train.log"
-GOLF_RESULT = "run/result.json"
+TRAIN_LOG = TRAIN_LOG_FILE
+GOLF_RESULT = f"run/{RESULT_FILE}"
 LN2 = math.log(2.0)
 FINISHED = "TERMINATED"
+UNKNOWN = "UNKNOWN"
+STALE_RUNNING = ("its trial.json still says RUNNING, but no driver runs the experiment: the driver "
+                 "or the node died, or the storage was full, before the trial could record how it "
+                 "ended; run the sweep again to resume it")
 
 # Columns after the label and the swept keys, in order.
 ROW_COLUMNS = (
@@ -111,16 +117,7 @@ class ExperimentStore:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write a file so that readers see the old or the new version, never half of one."""
         if self.is_local:
-            target = Path(self.root, *parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_bytes_atomic(Path(self.root, *parts), data)
             return
         # Object stores replace an object atomically on upload.
         with self.fs.open_output_stream(self.path(*parts)) as handle:
@@ -159,7 +156,7 @@ def trial_row(store: ExperimentStore, name: str) -> dict[str, Any] | None:
     _fill_from_result(row, result)
     _fill_from_log(row, summary)
     if row["under_limit"] is None and row["bytes_total"] is not None:
-        row["under_limit"] = row["bytes_total"] <= ARTIFACT_LIMIT_BYTES
+        row["under_limit"] = row["bytes_total"] <= SIZE_LIMIT_BYTES
     return row
 
 
@@ -217,13 +214,30 @@ def _short_error(error: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------- the table
-def load_results(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The results table of an experiment, rebuilt from its trial directories (see module doc)."""
+def load_results(experiment_dir: str | os.PathLike[str], *,
+                 driver_running: bool | None | str = "ask") -> pd.DataFrame:
+    """The results table of an experiment, rebuilt from its trial directories (see module doc).
+
+    A trial.json that still says RUNNING when no driver runs the experiment is stale: its driver
+    or node died, or the storage filled up, before the trial could record how it ended. Such rows
+    show status UNKNOWN. ``driver_running`` says whether a driver runs it; by default the lock's
+    holder file tells (:func:`sweeps.lock.driver_is_running`; None: cannot tell, rows stay as
+    they are).
+    """
     store = ExperimentStore(experiment_dir)
     if not store.exists():
         raise ResultsError(f"no experiment directory at {store.display()}: pass the folder a sweep "
                            "wrote (by default experiments/<sweep name>)")
     rows = [row for name in store.subdirs() if (row := trial_row(store, name)) is not None]
+    if driver_running == "ask":
+        from sweeps.lock import driver_is_running
+
+        driver_running = driver_is_running(store.root) if store.is_local else None
+    if driver_running is False:
+        for row in rows:
+            if row["status"] == "RUNNING":
+                row["status"] = UNKNOWN
+                row["error"] = row["error"] or STALE_RUNNING
     return rows_to_frame(rows)
 
 
@@ -277,10 +291,12 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
     return columns[columns.index("label") + 1:columns.index("seed")]
 
 
-def write_results(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Rebuild the table and write ``results.parquet`` and ``results.csv`` beside the trials."""
+def write_results(experiment_dir: str | os.PathLike[str], *,
+                  driver_running: bool | None | str = "ask") -> pd.DataFrame:
+    """Rebuild the table and write ``results.parquet`` and ``results.csv`` beside the trials
+    (``driver_running``: see :func:`load_results`)."""
     store = ExperimentStore(experiment_dir)
-    frame = load_results(experiment_dir)
+    frame = load_results(experiment_dir, driver_running=driver_running)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     store.write_bytes(buffer.getvalue(), RESULTS_PARQUET)
@@ -417,8 +433,11 @@ class ResultsTableCallback(_TuneCallback):  # type: ignore[misc,valid-type]
     was running (a scheduler) is marked STOPPED.
     """
 
-    def __init__(self, experiment_dir: str) -> None:
+    def __init__(self, experiment_dir: str, storage_watch: Any = None) -> None:
         self.experiment_dir = experiment_dir
+        # A full disk is said once by the watch (sweeps.supervision.StorageWatch), which also
+        # stops the sweep; this callback then stops trying to write.
+        self.storage_watch = storage_watch
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._settle(trial, "STOPPED", None)
@@ -443,14 +462,29 @@ class ResultsTableCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         if record is None or record.get("status") != "RUNNING":
             return
         record.update(status=status, error=record.get("error") or error)
-        store.write_json(record, name, TRIAL_RECORD)
+        try:
+            store.write_json(record, name, TRIAL_RECORD)
+        except OSError as exc:
+            if not self._storage_full(exc):
+                raise
 
     def _write(self) -> None:
+        if self.storage_watch is not None and self.storage_watch.full_at is not None:
+            return
         try:
             write_results(self.experiment_dir)
         except Exception as exc:  # noqa: BLE001 - a table hiccup must never abort the sweep
-            print(f"sweeps: could not write the results table in {self.experiment_dir}: {exc} "
-                  f"(`sweeps table {self.experiment_dir}` rebuilds it)", flush=True)
+            if not self._storage_full(exc):
+                print(f"sweeps: could not write the results table in {self.experiment_dir}: {exc} "
+                      f"(`sweeps table {self.experiment_dir}` rebuilds it)", flush=True)
+
+    def _storage_full(self, exc: BaseException) -> bool:
+        from sweeps.failures import is_storage_full
+
+        if self.storage_watch is None or not is_storage_full(exc):
+            return False
+        self.storage_watch.notice(self.experiment_dir)
+        return True
 
 
 def labels_in_order(frame: pd.DataFrame) -> list[str]:

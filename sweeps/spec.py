@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from golf.config import ConfigError, field_spec, resolve, validate
+from golf.contract import EVAL_ONLY_FROM_ENV
 from golf.presets import SCALES, resolve_names
 
 from sweeps.launcher import Program
@@ -51,7 +52,7 @@ MANAGED_KEYS = {
     "RUN_DIR": "each trial writes into its own trial directory",
     "RUN_ID": "each trial is named after its Tune trial",
     "LOG_TO_FILE": "the service tees the output into the trial's train.log",
-    "EVAL_ONLY_FROM": "the service sets it when it retries a trial from its checkpoint",
+    EVAL_ONLY_FROM_ENV: "the service sets it when it retries a trial from its checkpoint",
 }
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SCRIPT_TYPES = {bool: "bool", int: "int", float: "float", str: "str", Path: "path"}
@@ -157,7 +158,7 @@ class SweepPlan:
     max_concurrent: int | None
     max_failures: int
     baseline_label: str | None
-    demo_data: bool  # smoke scale: the trial provides the demo corpus
+    demo_data: bool  # smoke scale: the trial provides the demo corpus for the data keys not set
     uses_data: bool
     description: str = ""
 
@@ -168,6 +169,11 @@ class SweepPlan:
     @property
     def nproc(self) -> int:
         return self.gpus_per_trial or self.cpu_procs
+
+    @property
+    def demo_keys(self) -> tuple[str, ...]:
+        """The data keys whose value is the demo corpus's (built on each node on first use)."""
+        return tuple(key for key in DATA_KEYS if key not in self.fixed_env) if self.demo_data else ()
 
     @property
     def trials(self) -> list[TrialSpec]:
@@ -319,9 +325,13 @@ def plan_sweep(
     if not isinstance(sweep.max_failures, int) or sweep.max_failures < 0:
         problems.append(f"max_failures={sweep.max_failures!r} must be a whole number >= 0")
 
-    demo = scale == "smoke" and sweep.uses_data and not any(k in fixed_env for k in DATA_KEYS)
-    if sweep.uses_data and not demo:
+    # Each data key keeps its own default: at smoke scale the demo corpus's file, at full scale
+    # the job's environment or the node image's path; setting one key never moves the other.
+    demo = scale == "smoke" and sweep.uses_data and not all(k in fixed_env for k in DATA_KEYS)
+    if sweep.uses_data:
         for key, default in zip(DATA_KEYS, (DEFAULT_DATA_PATH, DEFAULT_TOKENIZER_PATH)):
+            if scale == "smoke" and key not in fixed_env:
+                continue  # the trial fills it in with the demo corpus's path on its node
             value = fixed_env.get(key) or environ.get(key) or default
             fixed_env[key] = str((base_dir / value).resolve()) if not os.path.isabs(value) else value
     if not sweep.uses_data and keys.stack is not None:

@@ -30,10 +30,11 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from golf.atomic import write_json_atomic
 
 __all__ = [
     "SubmissionError",
@@ -478,16 +479,6 @@ def _seed_for_list(seed: str) -> int | str:
 def write_submission(path: str | os.PathLike[str], **fields: Any) -> dict[str, Any]:
     """Write :func:`submission_dict` (same keyword arguments) to ``path`` atomically; return it."""
     data = submission_dict(**fields)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    # Temp file + rename, so a killed process never leaves half a submission.json behind.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # A killed process never leaves half a submission.json behind.
+    write_json_atomic(path, data, ensure_ascii=False)
     return data

@@ -43,6 +43,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from golf.atomic import write_json_atomic
+from golf.contract import (
+    ARTIFACT_FILE_KEY, ARTIFACT_SAVED_PREFIX, EVAL_ONLY_FROM_ENV, PRESET_ENV, RESULT_FILE, SCALE_ENV,
+    TRAIN_LOG_FILE, TRAIN_STATE_FILE,
+)
+
+from sweeps.failures import (
+    CONFIG, FAILURE_CAUSE_KEY, FAILURE_KIND_KEY, RUN, STORAGE, Failure, classify_run_failure,
+    storage_full_error,
+)
 from sweeps.launcher import (
     DEFAULT_STOP_GRACE_S, Program, TorchrunProcess, reproduce_command, torchrun_argv,
 )
@@ -50,7 +60,7 @@ from sweeps.logparse import LogEvent, LogParser
 from sweeps.spec import DATA_KEYS, SweepPlan
 
 TRIAL_RECORD = "trial.json"
-TRAIN_LOG = "train.log"
+TRAIN_LOG = TRAIN_LOG_FILE
 RUN_SUBDIR = "run"  # golf's RUN_DIR: Tune writes its own result.json into the trial dir itself
 TRIAL_SCHEMA = "sweeps.trial/1"
 ERROR_TAIL_LINES = 30
@@ -58,18 +68,25 @@ ERROR_TAIL_LINES = 30
 _TAIL_BUFFER_LINES = 200
 # torchrun's agent announces a failed rank on one line, then prints its traceback and a banner.
 _AGENT_FAILURE = re.compile(r"^[EW]\d{4} .*torch/distributed/elastic/.*\] failed \(exitcode: -?\d+\)")
-TRAIN_STATE_FILE = "train_state.json"
-GOLF_PRESET_ENV, GOLF_SCALE_ENV = "GOLF_PRESET", "GOLF_SCALE"
-_ARTIFACT_SAVED = re.compile(r"artifact_saved:\s*(\S.*?)\s*$")
+GOLF_PRESET_ENV, GOLF_SCALE_ENV = PRESET_ENV, SCALE_ENV
+_ARTIFACT_SAVED = re.compile(re.escape(ARTIFACT_SAVED_PREFIX) + r"\s*(\S.*?)\s*$")
 
 # Statuses a trial.json can hold. TERMINATED: ran to the end. STOPPED: Tune stopped it before the
-# end (a scheduler or stopper). ERROR: failed. RUNNING: running, or its process vanished with the
-# driver/node before it could say otherwise (resuming the experiment continues it).
-STATUSES = ("RUNNING", "TERMINATED", "STOPPED", "ERROR")
+# end (a scheduler or stopper). ERROR: failed. INTERRUPTED: the driver was stopped (a signal) while
+# it ran; resuming the experiment continues it. RUNNING: running, or its process vanished with the
+# driver/node before it could say otherwise (the results table then shows UNKNOWN).
+STATUSES = ("RUNNING", "TERMINATED", "STOPPED", "ERROR", "INTERRUPTED")
 
 
 class TrialError(RuntimeError):
-    """A trial that could not run or whose run failed; the message ends with the log's last lines."""
+    """A trial that could not run or whose run failed; the message ends with the log's last lines.
+
+    ``failure`` says what kind of failure it is and its one-line cause (:mod:`sweeps.failures`).
+    """
+
+    def __init__(self, message: str, failure: Failure | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure or Failure(RUN, message.splitlines()[0] if message else "failed")
 
 
 @dataclass(frozen=True)
@@ -108,9 +125,16 @@ def run_trial(config: Mapping[str, Any], plan: SweepPlan, storage: TrialStorage)
     params = {str(key): str(value) for key, value in dict(config["params"]).items()}
     seed = int(config["seed"])
     checkpoint = tune.get_checkpoint()
-    record = TrialRecord.begin(
-        trial_dir, plan=plan, params=params, seed=seed, trial_id=context.get_trial_id(),
-        trial_name=context.get_trial_name(), eval_only=checkpoint is not None)
+    try:
+        record = TrialRecord.begin(
+            trial_dir, plan=plan, params=params, seed=seed, trial_id=context.get_trial_id(),
+            trial_name=context.get_trial_name(), eval_only=checkpoint is not None)
+    except OSError as err:
+        failure = _storage_failure(err, trial_dir)
+        if failure is None:
+            raise
+        _report_failure(failure)
+        raise TrialError(failure.cause, failure) from None
     reporter = _LiveReporter(record, fresh_metric_only=plan.scheduler is not None)
     try:
         nproc, gpu_ids = _world(plan)
@@ -127,10 +151,13 @@ def run_trial(config: Mapping[str, Any], plan: SweepPlan, storage: TrialStorage)
                       env=config_env)
         with (checkpoint.as_directory() if checkpoint is not None else nullcontext(None)) as ckpt:
             if ckpt is not None:
-                env["EVAL_ONLY_FROM"] = str(ckpt)
+                env[EVAL_ONLY_FROM_ENV] = str(ckpt)
             returncode = _stream(program, nproc, env, run_dir, record, reporter)
         if returncode != 0:
-            raise TrialError(_failure_message(plan, record, returncode, run_dir))
+            failure = classify_run_failure(list(record.tail), returncode=returncode,
+                                           is_golf=plan.is_golf)
+            raise TrialError(_failure_message(plan, record, returncode, run_dir, failure.cause),
+                             failure)
         final = _final_metrics(plan, run_dir, reporter, record)
         record.finish("TERMINATED")
         reporter.report(final)
@@ -139,12 +166,49 @@ def run_trial(config: Mapping[str, Any], plan: SweepPlan, storage: TrialStorage)
             record.finish("ERROR", error="the trial process was asked to exit")
         raise
     except TrialError as err:
-        record.finish("ERROR", error=str(err))
+        _end_failed(record, err.failure, str(err))
         raise
     except BaseException as err:
+        failure = _storage_failure(err, trial_dir)
+        if failure is not None:
+            # Its tail is of no use (the disk, not the run, failed), and a traceback per write
+            # that failed would bury the one line that says so.
+            _end_failed(record, failure, failure.cause)
+            raise TrialError(failure.cause, failure) from None
         message = f"{type(err).__name__}: {err}{_tail_text(record)}"
-        record.finish("ERROR", error=message)
+        _end_failed(record, Failure(RUN, f"{type(err).__name__}: {err}"), message)
         raise TrialError(message) from err
+
+
+def _end_failed(record: TrialRecord, failure: Failure, message: str) -> None:
+    """Record a failed attempt, then tell the driver its kind before the error reaches Tune."""
+    try:
+        record.finish("ERROR", error=message, failure=failure.kind, cause=failure.cause)
+    except OSError as err:
+        if storage_full_error(err) is None:
+            raise
+        # The storage is full: trial.json keeps saying RUNNING, which the table shows as UNKNOWN.
+    _report_failure(failure)
+
+
+def _report_failure(failure: Failure) -> None:
+    """The trial's last report: what kind of failure (:class:`sweeps.supervision.RetryPolicy`
+    takes a trial's retries away when a retry cannot help) and its one-line cause (the driver's
+    progress lines). ``val_bpb`` is there for Tune's strict metric check; no ``step``, so a
+    scheduler ignores the report."""
+    from ray import tune
+
+    tune.report({"val_bpb": None, "phase": "failed", FAILURE_KIND_KEY: failure.kind,
+                 FAILURE_CAUSE_KEY: failure.cause})
+
+
+def _storage_failure(err: BaseException, trial_dir: Path) -> Failure | None:
+    full = storage_full_error(err)
+    if full is None:
+        return None
+    name = getattr(full, "filename", None)
+    detail = f" (writing {name})" if name else ""
+    return Failure(STORAGE, f"storage full at {trial_dir.parent}{detail}")
 
 
 # --------------------------------------------------------------------------------- environment
@@ -208,6 +272,11 @@ def demo_root() -> Path:
     return Path.home() / ".cache" / "golf-sweeps" / "data"
 
 
+def _setup_error(message: str) -> TrialError:
+    """A node that cannot run the trial as planned: retrying on it would fail the same way."""
+    return TrialError(message, Failure(CONFIG, message))
+
+
 def _world(plan: SweepPlan) -> tuple[int, list[str]]:
     if plan.gpus_per_trial == 0:
         return plan.cpu_procs, []
@@ -215,9 +284,9 @@ def _world(plan: SweepPlan) -> tuple[int, list[str]]:
 
     ids = [str(gpu) for gpu in ray.get_gpu_ids()]
     if len(ids) != plan.gpus_per_trial:
-        raise TrialError(f"Ray gave this trial {len(ids)} GPU(s) ({','.join(ids) or 'none'}) but the "
-                         f"sweep asks for {plan.gpus_per_trial} per trial; check the cluster's GPU "
-                         "resources (`ray status`)")
+        raise _setup_error(f"Ray gave this trial {len(ids)} GPU(s) ({','.join(ids) or 'none'}) but "
+                           f"the sweep asks for {plan.gpus_per_trial} per trial; check the cluster's "
+                           "GPU resources (`ray status`)")
     return len(ids), ids
 
 
@@ -233,32 +302,34 @@ def _program_on_this_node(plan: SweepPlan) -> Program:
         if candidate.is_file():
             return Program(script=str(candidate), args=plan.program.args)
     looked = ", ".join(str(c) for c in candidates)
-    raise TrialError(f"script {plan.program.script} not found on node {socket.gethostname()} "
-                     f"(looked at {looked}); keep it inside the directory you submit with "
-                     "`ray job submit --working-dir .`, or on storage every node mounts")
+    raise _setup_error(f"script {plan.program.script} not found on node {socket.gethostname()} "
+                       f"(looked at {looked}); keep it inside the directory you submit with "
+                       "`ray job submit --working-dir .`, or on storage every node mounts")
 
 
 def _data_env(plan: SweepPlan) -> dict[str, str]:
     if not plan.uses_data:
         return {}
-    if plan.demo_data:
+    env: dict[str, str] = {}
+    if plan.demo_keys:
         from golf.corpus import build_demo
 
         demo = build_demo(demo_root(), quiet=True)
-        return {"DATA_PATH": str(demo.data_path), "TOKENIZER_PATH": str(demo.tokenizer_path)}
-    data, tokenizer = (plan.fixed_env[key] for key in DATA_KEYS)
+        paths = {"DATA_PATH": str(demo.data_path), "TOKENIZER_PATH": str(demo.tokenizer_path)}
+        env = {key: paths[key] for key in plan.demo_keys}
+    data, tokenizer = (plan.fixed_env.get(key) for key in DATA_KEYS)
     missing = []
-    if not Path(data).is_dir():
+    if data is not None and not Path(data).is_dir():
         missing.append(f"DATA_PATH={data} (a folder of fineweb_train_*.bin / fineweb_val_*.bin shards)")
-    if not Path(tokenizer).is_file():
+    if tokenizer is not None and not Path(tokenizer).is_file():
         missing.append(f"TOKENIZER_PATH={tokenizer} (the SentencePiece .model file)")
     if missing:
-        raise TrialError(
+        raise _setup_error(
             f"data missing on node {socket.gethostname()}: {'; '.join(missing)}. Put the data on "
             "every GPU node (bake it into the image, or `golf data fineweb` in the node setup), "
             "or point the sweep elsewhere: DATA_PATH=... TOKENIZER_PATH=... in the job's "
             "environment, or --set DATA_PATH=... --set TOKENIZER_PATH=...")
-    return {}
+    return env
 
 
 # --------------------------------------------------------------------------------- running
@@ -270,7 +341,7 @@ def _stream(program: Program, nproc: int, env: dict[str, str], run_dir: Path,
     with open(record.log_path, "a", encoding="utf-8", buffering=1) as log:
         if record.eval_only:
             log.write(f"sweeps: attempt {record.data['attempt']}: evaluating the checkpointed "
-                      f"artifact ({env['EVAL_ONLY_FROM']}); training finished in an earlier attempt\n")
+                      f"artifact ({env[EVAL_ONLY_FROM_ENV]}); training finished in an earlier attempt\n")
         proc = TorchrunProcess(argv, env=env, cwd=run_dir, stop_grace_s=DEFAULT_STOP_GRACE_S)
         record.update(torchrun_pid=proc.pid)
         try:
@@ -347,7 +418,7 @@ class _LiveReporter:
         state = json.loads(state_path.read_text())
         staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=trial_dir))
         try:
-            for source in (state_path, run_dir / state["artifact_file"]):
+            for source in (state_path, run_dir / state[ARTIFACT_FILE_KEY]):
                 try:
                     os.link(source, staging / source.name)
                 except OSError:
@@ -378,7 +449,7 @@ def _final_metrics(plan: SweepPlan, run_dir: Path, reporter: _LiveReporter,
                    record: TrialRecord) -> dict[str, Any]:
     """The trial's last report: golf's result.json, or the log's headline for other scripts."""
     if plan.is_golf:
-        result_path = run_dir / "result.json"
+        result_path = run_dir / RESULT_FILE
         if not result_path.is_file():
             raise TrialError(f"golf.train exited 0 but wrote no {result_path}{_tail_text(record)}")
         result = json.loads(result_path.read_text())
@@ -404,17 +475,20 @@ def _final_metrics(plan: SweepPlan, run_dir: Path, reporter: _LiveReporter,
             "eval_s": None if eval_ms is None else eval_ms / 1000.0, "phase": "final"}
 
 
-def _failure_message(plan: SweepPlan, record: TrialRecord, returncode: int, run_dir: Path) -> str:
+def _failure_message(plan: SweepPlan, record: TrialRecord, returncode: int, run_dir: Path,
+                     cause: str | None = None) -> str:
     what = plan.program.describe()
     reason = f"{what} exited with status {returncode}"
-    result_path = run_dir / "result.json"
+    result_path = run_dir / RESULT_FILE
+    error = None
     if plan.is_golf and result_path.is_file():
         try:
             error = json.loads(result_path.read_text()).get("error")
         except (OSError, ValueError):
             error = None
-        if error:
-            reason += f": {error}"
+    # The first line is what the table shows: the run's own error, else the classified cause.
+    if error or cause:
+        reason += f": {error or cause}"
     return reason + _tail_text(record)
 
 
@@ -500,9 +574,9 @@ class TrialRecord:
         self.data.update(fields)
         self.write()
 
-    def finish(self, status: str, error: str | None = None) -> None:
+    def finish(self, status: str, error: str | None = None, **fields: Any) -> None:
         assert status in STATUSES
-        self.data.update(status=status, error=error, ended_at=_now())
+        self.data.update(status=status, error=error, ended_at=_now(), **fields)
         self.write()
 
     def write(self) -> None:
@@ -515,19 +589,6 @@ def read_trial_record(trial_dir: Path) -> dict[str, Any]:
         return json.loads((trial_dir / TRIAL_RECORD).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:

@@ -1,8 +1,8 @@
 """Verification batches: run one config (or a sweep's best few) on several seeds, write a record.
 
-``sweeps verify --preset P --seeds 1337,42,2024`` or ``sweeps verify --from DIR --top K`` runs
-the seeds as one experiment, FIFO (every seed to the end), then writes one folder per config,
-ready to open as a record PR:
+``sweeps verify --preset P --seeds 1337,42,2024`` or ``sweeps verify --from DIR --top K``
+(:mod:`sweeps.commands.verify`) runs the seeds as one experiment, FIFO (every seed to the end),
+then writes one folder per config, ready to open as a record PR:
 
 * ``README.md``: what was run, the per-seed table, mean and std, compliance (every artifact at
   most 16,000,000 bytes; at full scale training and evaluation each at most 600 s), the
@@ -17,14 +17,11 @@ name, title and submission, that it is a smoke test of the pipeline and not a re
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import math
 import re
-import shlex
 import shutil
 import statistics
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +29,15 @@ from typing import Any
 
 import pandas as pd
 
+from golf.atomic import write_text_atomic
+from golf.contract import RESULT_FILE, SIZE_LIMIT_BYTES, TRAIN_LOG_FILE
+
 from sweeps.results import (
-    SWEEP_RECORD, ExperimentStore, ResultsError, finished, iter_trial_records, load_results,
+    SWEEP_RECORD, ExperimentStore, finished, iter_trial_records, load_results,
     summarize, tokens_per_byte,
 )
-from sweeps.spec import DATA_KEYS, GPU_CHOICES, SCALE_NAMES, Sweep, parse_assignments, parse_seeds
+from sweeps.spec import DATA_KEYS, Sweep, parse_assignments, parse_seeds
 
-ARTIFACT_LIMIT = 16_000_000
 TIME_LIMIT_S = 600.0
 DEFAULT_RECORDS_DIR = "records"
 DEFAULT_SEEDS = "1337,42,2024"
@@ -61,42 +60,50 @@ class Compliance:
 
 
 # --------------------------------------------------------------------------------- the batch
-def verification_sweep(args: argparse.Namespace) -> tuple[Sweep, str]:
-    """The sweep a ``sweeps verify`` command runs, and the scale to run it at."""
-    seeds = parse_seeds(args.seeds)
-    overrides = parse_assignments(args.overrides)
-    if args.source is None:
-        if args.preset is None:
+def verification_sweep(*, preset: str | None = None, source: str | None = None, top: int = 1,
+                       seeds: str = DEFAULT_SEEDS, overrides: Sequence[str] = (), scale: str | None = None,
+                       name: str | None = None, max_failures: int = 2) -> tuple[Sweep, str]:
+    """The sweep a verification runs, and the scale to run it at.
+
+    Either ``preset`` (with ``overrides``, ``KEY=VALUE`` texts) or ``source``, an experiment
+    directory whose ``top`` best configs are verified; ``seeds`` is a comma list.
+    """
+    seed_list = parse_seeds(seeds)
+    settings = parse_assignments(overrides)
+    if source is None:
+        if preset is None:
             raise VerifyError("say what to verify: --preset NAME (with --set KEY=VALUE for "
                               "changes), or --from EXPERIMENT_DIR --top K")
-        scale = args.scale or "smoke"
-        name = args.name or _slug(f"verify_{args.preset}_{scale}")
-        return Sweep(name=name, preset=args.preset, fixed=overrides, seeds=seeds,
-                     max_failures=args.max_failures,
-                     description=f"verification of preset {args.preset}"), scale
-    if args.preset is not None:
+        scale = scale or "smoke"
+        # The smoke preset implies smoke scale: verify_smoke, not verify_smoke_smoke.
+        name = name or _slug(f"verify_{preset}" if preset == scale else f"verify_{preset}_{scale}")
+        return Sweep(name=name, preset=preset, fixed=settings, seeds=seed_list,
+                     max_failures=max_failures,
+                     description=f"verification of preset {preset}"), scale
+    if preset is not None:
         raise VerifyError("--preset and --from are alternatives: give one of them")
-    store = ExperimentStore(args.source)
+    source_dir = source
+    store = ExperimentStore(source_dir)
     source = store.read_json(SWEEP_RECORD)
     if source is None:
         raise VerifyError(f"{store.display(SWEEP_RECORD)} is missing: --from needs a directory "
                           "written by `sweeps run` (experiments/<sweep name>)")
-    configs = top_configs(args.source, args.top)
-    scale = args.scale or source["scale"]
+    configs = top_configs(source_dir, top)
+    scale = scale or source["scale"]
     fixed = {k: v for k, v in dict(source.get("fixed_env") or {}).items() if k not in DATA_KEYS}
-    clash = [key for key in overrides if any(key in params for params in configs)]
+    clash = [key for key in settings if any(key in params for params in configs)]
     if clash:
         raise VerifyError(f"--set {', '.join(clash)}: swept by the source experiment; the "
                           "verified configs keep their own values")
-    fixed.update(overrides)
+    fixed.update(settings)
     program = source.get("program") or {}
-    name = args.name or _slug(f"verify_{source['name']}_top{args.top}_{scale}")
+    name = name or _slug(f"verify_{source['name']}_top{top}_{scale}")
     sweep = Sweep(
         name=name, preset=source.get("stack") or "baseline", script=program.get("script"),
-        script_args=tuple(program.get("args") or ()), configs=configs, fixed=fixed, seeds=seeds,
+        script_args=tuple(program.get("args") or ()), configs=configs, fixed=fixed, seeds=seed_list,
         uses_data=bool(source.get("uses_data", True)), cpu_procs=int(source.get("cpu_procs", 1)),
-        max_failures=args.max_failures,
-        description=f"verification of the best {args.top} config(s) of {args.source}")
+        max_failures=max_failures,
+        description=f"verification of the best {top} config(s) of {source_dir}")
     return sweep, scale
 
 
@@ -119,35 +126,38 @@ def top_configs(experiment_dir: str, k: int) -> list[dict[str, str]]:
     return [params_by_label[label] for label in ranked["label"].head(k)]
 
 
-def run_verify(args: argparse.Namespace) -> int:
-    """Handler of ``sweeps verify``: run the batch, write a record folder per config."""
-    from sweeps.experiment import RunOptions, run_sweep
+@dataclass
+class Verification:
+    """What a verification produced: the sweep's outcome and one record folder per config."""
 
-    sweep, scale = verification_sweep(args)
-    if args.leaderboard:
-        _best_row(args.leaderboard)  # a bad leaderboard is an error now, not after the runs
-    options = RunOptions(scale=scale, storage=args.storage, name=sweep.name,
-                         max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial,
-                         resume=args.resume, dry_run=args.dry_run, verbose=args.verbose)
+    outcome: Any  # sweeps.experiment.SweepOutcome
+    records: list[tuple[Path, Compliance]] = field(default_factory=list)
+
+    @property
+    def all_finished(self) -> bool:
+        return self.outcome.all_finished
+
+
+def run_verification(sweep: Sweep, options: Any, *, out_dir: Path, leaderboard: str | None,
+                     author: str, github_id: str, command: str) -> Verification:
+    """Run the batch (``options``: a :class:`sweeps.experiment.RunOptions`), then write a record
+    folder per config; a dry run writes nothing."""
+    from sweeps.experiment import run_sweep
+
+    if leaderboard:
+        _best_row(leaderboard)  # a bad leaderboard is an error now, not after the runs
     outcome = run_sweep(sweep, options)
-    if args.dry_run:
-        return 0
+    verification = Verification(outcome)
+    if options.dry_run:
+        return verification
     assert outcome.table is not None
-    command = "sweeps verify " + " ".join(shlex.quote(a) for a in args.argv)
-    folders = []
     for label in dict.fromkeys(outcome.table["label"].dropna()):
         rows = outcome.table[outcome.table["label"] == label]
-        folder, compliance = write_record(
-            rows, label=label, scale=scale, plan=outcome.plan, out_dir=Path(args.out),
-            experiment_dir=outcome.experiment_dir, command=command, leaderboard=args.leaderboard,
-            author=args.author, github_id=args.github_id)
-        folders.append(folder)
-        print(f"\nrecord folder: {folder}")
-        for line in compliance.violations:
-            print(f"  VIOLATION: {line}")
-        if compliance.ok:
-            print("  compliance: every check passed")
-    return 0 if outcome.all_finished else 1
+        verification.records.append(write_record(
+            rows, label=label, scale=options.scale, plan=outcome.plan, out_dir=out_dir,
+            experiment_dir=outcome.experiment_dir, command=command, leaderboard=leaderboard,
+            author=author, github_id=github_id))
+    return verification
 
 
 # --------------------------------------------------------------------------------- record folder
@@ -171,7 +181,7 @@ def write_record(rows: pd.DataFrame, *, label: str, scale: str, plan: Any, out_d
 
     logs = []
     for seed, record in records.items():
-        source = Path(record["trial_dir"]) / "train.log"
+        source = Path(record["trial_dir"]) / TRAIN_LOG_FILE
         if source.is_file():
             target = folder / f"train_seed{seed}.log"
             shutil.copyfile(source, target)
@@ -207,7 +217,7 @@ def write_record(rows: pd.DataFrame, *, label: str, scale: str, plan: Any, out_d
                      records=records, compliance=compliance, significance=significance,
                      command=command, logs=logs, submission=submission_path,
                      experiment_dir=experiment_dir, identity_missing=not (author and github_id))
-    (folder / "README.md").write_text(readme, encoding="utf-8")
+    write_text_atomic(folder / "README.md", readme)
     return folder, compliance
 
 
@@ -223,9 +233,9 @@ def check_compliance(rows: pd.DataFrame, smoke: bool) -> Compliance:
         if size is None:
             result.violations.append(f"seed {row.seed}: the artifact size is unknown (no "
                                      "'Total submission size' line)")
-        elif size > ARTIFACT_LIMIT:
+        elif size > SIZE_LIMIT_BYTES:
             result.violations.append(f"seed {row.seed}: artifact {size:,} bytes is over the "
-                                     f"{ARTIFACT_LIMIT:,}-byte limit")
+                                     f"{SIZE_LIMIT_BYTES:,}-byte limit")
         if smoke:
             continue
         for what, value in (("training", _float(row.train_s)), ("evaluation", _float(row.eval_s))):
@@ -235,7 +245,7 @@ def check_compliance(rows: pd.DataFrame, smoke: bool) -> Compliance:
                 result.violations.append(f"seed {row.seed}: {what} took {value:.1f} s, over the "
                                          f"{TIME_LIMIT_S:.0f} s limit")
     sizes = [s for s in (_int(v) for v in rows["bytes_total"]) if s is not None]
-    result.checks.append(f"artifact <= {ARTIFACT_LIMIT:,} bytes: largest "
+    result.checks.append(f"artifact <= {SIZE_LIMIT_BYTES:,} bytes: largest "
                          f"{max(sizes):,} bytes" if sizes else "artifact size: unknown")
     if smoke:
         result.checks.append("training <= 600 s and evaluation <= 600 s: not checked at smoke "
@@ -370,7 +380,7 @@ def _golf_result(records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any] | N
     import json
 
     for _, record in sorted(records.items()):
-        path = Path(record["trial_dir"]) / "run" / "result.json"
+        path = Path(record["trial_dir"]) / "run" / RESULT_FILE
         if path.is_file():
             try:
                 return json.loads(path.read_text())
@@ -417,91 +427,3 @@ def _fmt(value: Any, digits: int) -> str:
 def _fmt_int(value: Any) -> str:
     number = _int(value)
     return "-" if number is None else f"{number:,}"
-
-
-# --------------------------------------------------------------------------------- CLI
-_EPILOG = f"""\
-what it writes (one folder per config, under --out):
-  README.md          per-seed table, mean/std, compliance, significance, how to reproduce
-  submission.json    the challenge's schema: seed_results, means, bytes_total, hardware, versions
-  train_seed<N>.log  every seed's train log
-
-compliance: every artifact <= {ARTIFACT_LIMIT:,} bytes; at full scale training <= 600 s and
-evaluation <= 600 s. Violations are printed and stated in the README. Smoke-scale folders are
-named and titled as smoke tests, never as records.
-
-examples:
-  sweeps verify --preset smoke --seeds 1337,42                      # pipeline check on CPU
-  sweeps verify --preset baseline --scale full --set QAT_ENABLED=1 --set QUANT_FORMAT=int6 \\
-                --seeds 1337,42,2024 --leaderboard leaderboard_10min.csv
-  sweeps verify --from experiments/qat_vs_lawa --top 1 --seeds 1337,42,2024
-"""
-
-
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``verify`` subcommand to a ``sweeps`` argument parser."""
-    parser = subparsers.add_parser(
-        "verify", help="run a config on several seeds and write a record folder for a PR",
-        description="Run a verification batch: one config (--preset ... --set ...) or the best K "
-                    "configs of an earlier sweep (--from DIR --top K), each on every seed, FIFO, "
-                    "then write a record folder per config.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_argument_group("what to verify")
-    what.add_argument("--preset", help="a golf preset (`golf train --list-presets`), e.g. baseline")
-    what.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="config key for every seed (repeatable)")
-    what.add_argument("--from", dest="source", metavar="DIR",
-                      help="an experiment directory written by `sweeps run`")
-    what.add_argument("--top", type=int, default=1, metavar="K",
-                      help="with --from: verify the K configs with the lowest mean val_bpb (default 1)")
-    what.add_argument("--seeds", default=DEFAULT_SEEDS, metavar="S1,S2,...",
-                      help=f"seeds (default {DEFAULT_SEEDS})")
-    what.add_argument("--scale", choices=SCALE_NAMES,
-                      help="smoke or full (default: smoke for --preset; the source's for --from)")
-    run = parser.add_argument_group("how to run it")
-    run.add_argument("--storage", metavar="PATH_OR_URI",
-                     help="experiments folder (default experiments/)")
-    run.add_argument("--name", help="experiment name (default verify_<preset or source>_<scale>)")
-    run.add_argument("--gpus-per-trial", type=int, choices=GPU_CHOICES, metavar="G",
-                     help="GPUs per seed's run (default 8 at full scale, 0 at smoke)")
-    run.add_argument("--max-concurrent", type=int, metavar="N", help="at most N seeds at once")
-    run.add_argument("--max-failures", type=int, default=2, metavar="N",
-                     help="retries of a failed seed (default 2; eval-only when its artifact exists)")
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--resume", dest="resume", action="store_const", const="resume", default="auto",
-                      help="require an experiment to resume")
-    mode.add_argument("--restart", dest="resume", action="store_const", const="restart",
-                      help="move an existing experiment of this name aside and start over")
-    run.add_argument("--dry-run", action="store_true", help="validate and list the runs only")
-    run.add_argument("--verbose", action="store_true",
-                     help="show Ray Tune's status tables instead of one line per trial event")
-    out = parser.add_argument_group("the record folder")
-    out.add_argument("--out", default=DEFAULT_RECORDS_DIR, metavar="DIR",
-                     help=f"where record folders go (default {DEFAULT_RECORDS_DIR}/)")
-    out.add_argument("--leaderboard", metavar="FILE.csv",
-                     help="also test against this leaderboard's best row (the acceptance rule: "
-                          "0.005 nats, p < 0.01, one-sided)")
-    out.add_argument("--author", default="", help="author for submission.json")
-    out.add_argument("--github-id", default="", help="GitHub id for submission.json")
-    parser.set_defaults(func=_run_verify_command)
-
-
-def _run_verify_command(args: argparse.Namespace) -> int:
-    args.argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "verify" else _rebuild_argv(args)
-    try:
-        return run_verify(args)
-    except ResultsError as err:
-        raise VerifyError(str(err)) from None
-
-
-def _rebuild_argv(args: argparse.Namespace) -> list[str]:
-    """The options as given (for the README), when not called from the console command."""
-    argv: list[str] = []
-    for option, value in (("--preset", args.preset), ("--from", args.source),
-                          ("--top", args.top if args.source else None), ("--seeds", args.seeds),
-                          ("--scale", args.scale), ("--name", args.name)):
-        if value is not None:
-            argv += [option, str(value)]
-    for item in args.overrides:
-        argv += ["--set", item]
-    return argv

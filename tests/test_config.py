@@ -74,11 +74,12 @@ def test_typed_values_are_accepted_as_well_as_strings():
 
 
 def test_validation_reports_every_problem_at_once():
-    cfg = resolve("baseline", overrides={"NUM_HEADS": 7, "QAT_ENABLED": 1})
+    cfg = resolve("baseline", overrides={"NUM_HEADS": 7, "QAT_ENABLED": 1, "LATE_QAT_THRESHOLD": 0.1,
+                                         "QAT_START_FRAC": 0.5})
     with pytest.raises(ConfigError) as info:
         validate(cfg)
     text = str(info.value)
-    assert "NUM_HEADS=7" in text and "QUANT_FORMAT=int6" in text and len(info.value.problems) >= 3
+    assert "NUM_HEADS=7" in text and "two start rules" in text and len(info.value.problems) >= 3
 
 
 @pytest.mark.parametrize("world_size,overrides,fragment", [
@@ -86,9 +87,8 @@ def test_validation_reports_every_problem_at_once():
     (1, {"TRAIN_BATCH_TOKENS": 1001}, "not divisible"),
     (1, {"TRAIN_BATCH_TOKENS": 8 * 1000}, "not a multiple of TRAIN_SEQ_LEN"),
     (8, {"VAL_BATCH_SIZE": 4096}, "less than one sequence per rank"),
-    (1, {"LATE_QAT_THRESHOLD": 0.2}, "no effect without QAT"),
     (1, {"QAT_ENABLED": 1, "QUANT_FORMAT": "int6", "QUANT_KEEP_FLOAT_MAX_NUMEL": 10**9},
-     "nothing is exported on the int6 grid"),
+     "keeps them all in float and there is no grid to train on"),
 ])
 def test_batch_and_combination_checks(world_size, overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -101,6 +101,25 @@ def test_valid_configs_pass_for_the_reference_world_sizes():
         validate(resolve("smoke"), world_size=world_size if world_size <= 2 else 1)
     validate(resolve("smoke", overrides={"QAT_ENABLED": 1, "QUANT_FORMAT": "int6", "COMPRESSOR": "zstd",
                                          "LATE_QAT_THRESHOLD": 0.3, "LAWA_ENABLED": 1}))
+
+
+@pytest.mark.parametrize("overrides,warning", [
+    ({"LATE_QAT_THRESHOLD": 0.15}, "LATE_QAT_THRESHOLD=0.15 has no effect while QAT_ENABLED=0"),
+    ({"LAWA_INTERVAL": 50, "LAWA_K": 3}, "LAWA_INTERVAL=50 has no effect while LAWA_ENABLED=0"),
+    ({"EMBED_LR": 0.3}, "EMBED_LR=0.3 has no effect with TIE_EMBEDDINGS=1"),
+    ({"TIE_EMBEDDINGS": 0, "TIED_EMBED_LR": 0.1}, "TIED_EMBED_LR=0.1 has no effect with TIE_EMBEDDINGS=0"),
+])
+def test_settings_that_do_nothing_are_warnings_not_errors(overrides, warning):
+    warnings = validate(resolve("baseline", overrides=overrides))
+    assert any(w.startswith(warning) for w in warnings), warnings
+
+
+def test_only_the_users_settings_are_warned_about_not_the_scales():
+    """The smoke scale shrinks LAWA_INTERVAL for every run; that is not the user's doing."""
+    smoke = resolve("smoke")
+    assert validate(smoke, baseline=smoke) == []
+    assert validate(resolve("smoke", overrides={"LAWA_INTERVAL": 4}), baseline=smoke) == [
+        "LAWA_INTERVAL=4 has no effect while LAWA_ENABLED=0: set LAWA_ENABLED=1 or drop LAWA_INTERVAL"]
 
 
 def test_near_miss_environment_variables_are_flagged():

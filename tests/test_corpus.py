@@ -1,8 +1,9 @@
-"""The demo corpus, the FineWeb fetch and the `golf data` commands (golf/corpus.py)."""
+"""The demo corpus, the FineWeb fetch and the `golf data` commands (golf/corpus/)."""
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import random
@@ -15,19 +16,11 @@ import numpy as np
 import pytest
 from sentencepiece import sentencepiece_model_pb2
 
-import golf.corpus as corpus
-from golf.corpus import (
-    DEMO_DATASET,
-    DEMO_TOKENIZER,
-    CorpusError,
-    DemoData,
-    FetchError,
-    add_data_commands,
-    build_demo,
-    collect_demo_documents,
-    demo_paths,
-    fetch_fineweb,
-)
+import golf.corpus.demo as corpus
+import golf.corpus.fineweb as fineweb
+from golf.corpus import DEMO_DATASET, DEMO_TOKENIZER, CorpusError, DemoData, FetchError, build_demo, demo_paths, fetch_fineweb
+from golf.corpus.cli import add_data_commands
+from golf.corpus.demo import collect_demo_documents
 from golf.data import read_shard, shard_files, write_shard
 from golf.tokenizer import load_tokenizer
 
@@ -300,7 +293,7 @@ def test_damaged_or_extra_shards_and_leftovers_trigger_a_clean_rebuild(fake_stdl
         (out / "datasets" / leftover).mkdir()
     assert build_demo(out, quiet=True) == demo
     assert _snapshot(out) == good  # deterministic rebuild: the same bytes again
-    assert sorted(p.name for p in (out / "datasets").iterdir()) == [f".{DEMO_DATASET}.lock", DEMO_DATASET]
+    assert sorted(p.name for p in (out / "datasets").iterdir() if not p.name.endswith(".lock")) == [DEMO_DATASET]
     write_shard(demo.data_path / "fineweb_train_000099.bin", [1, 2, 3])  # a stray shard would join training
     build_demo(out, quiet=True)
     assert not (demo.data_path / "fineweb_train_000099.bin").exists()
@@ -321,8 +314,8 @@ def test_too_little_text_is_a_clear_error(tmp_path, monkeypatch):
 
 
 _CLI_WITH_FAKE_STDLIB = (
-    "import sys; from pathlib import Path; import golf.corpus as c; "
-    "c._stdlib_root = lambda: Path(sys.argv[1]); sys.exit(c.main(['data', 'demo', '--out', sys.argv[2]]))"
+    "import sys; from pathlib import Path; import golf.corpus.demo as d; from golf.corpus.cli import main; "
+    "d._stdlib_root = lambda: Path(sys.argv[1]); sys.exit(main(['data', 'demo', '--out', sys.argv[2]]))"
 )
 
 
@@ -397,13 +390,15 @@ def test_cli_demo_error_goes_to_stderr_with_exit_2(tmp_path, monkeypatch, capsys
 
 @pytest.fixture
 def no_hub_download(monkeypatch):
-    """Fail the test if anything reaches huggingface_hub's downloader."""
+    """Fail the test if anything reaches huggingface_hub's downloaders."""
     import huggingface_hub
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("hf_hub_download was called")
+    for name in ("snapshot_download", "hf_hub_download"):
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", forbidden)
+        def forbidden(*args, _name=name, **kwargs):
+            raise AssertionError(f"{_name} was called")
+
+        monkeypatch.setattr(huggingface_hub, name, forbidden)
 
 
 def test_unknown_variant_and_bad_shard_counts(tmp_path):
@@ -436,7 +431,7 @@ def test_unreachable_hub_fails_fast_naming_the_endpoint(tmp_path, monkeypatch, n
         fetch_fineweb("sp1024", 1, tmp_path / "data")
     message = str(info.value)
     assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9" in message
-    assert f"within {corpus.HUB_CONNECT_TIMEOUT_S:g} s" in message and "datasets/manifest.json" in message
+    assert f"within {fineweb.HUB_CONNECT_TIMEOUT_S:g} s" in message and "datasets/manifest.json" in message
     assert "copy" in message and "fineweb_val_000000.bin" in message
 
 
@@ -490,7 +485,7 @@ def test_shard_count_out_of_range_lists_the_valid_range(tmp_path, monkeypatch, n
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folder = tmp_path / "datasets" / "fineweb10B_sp1024"
     folder.mkdir(parents=True)
-    (folder / corpus.HUB_MANIFEST).write_text(json.dumps(_hub_manifest(195, 1)))
+    (folder / fineweb.HUB_MANIFEST).write_text(json.dumps(_hub_manifest(195, 1)))
     with pytest.raises(ValueError) as info:
         fetch_fineweb("sp1024", 196, tmp_path)
     assert "valid values are 0..195" in str(info.value)
@@ -506,20 +501,21 @@ def fake_hub(tmp_path, monkeypatch, real_demo):
     (remote / "datasets" / "manifest.json").write_text(json.dumps(_hub_manifest(3, 2)))
     calls: list[str] = []
 
-    def fake_download(repo_id, filename, *, subfolder=None, repo_type=None, local_dir=None, endpoint=None, **kwargs):
+    def fake_snapshot(repo_id, *, repo_type=None, allow_patterns=None, local_dir=None, endpoint=None, **kwargs):
+        # What snapshot_download does with allow_patterns: every repo file matching one of them
+        # lands under local_dir in the repo's layout; a pattern matching nothing is no error.
         assert repo_id == "willdepueoai/parameter-golf" and repo_type == "dataset"
-        relative = f"{subfolder}/{filename}" if subfolder else filename
-        calls.append(relative)
-        source = remote / relative
-        if not source.exists():
-            raise huggingface_hub.utils.EntryNotFoundError(f"404: {relative}")
-        target = Path(local_dir) / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source.read_bytes())
-        return str(target)
+        for path in sorted(remote.rglob("*")):
+            relative = path.relative_to(remote).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(relative, pattern) for pattern in allow_patterns):
+                calls.append(relative)
+                target = Path(local_dir) / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+        return str(local_dir)
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(corpus, "_require_hub", lambda *args: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    monkeypatch.setattr(fineweb, "_require_hub", lambda *args: None)
     return remote, calls
 
 
@@ -529,17 +525,17 @@ def test_fetch_downloads_validates_and_resumes(fake_hub, tmp_path):
     data_path, tokenizer_path = fetch_fineweb("sp1024", 2, out, quiet=True)
     assert calls == [
         "datasets/manifest.json",
-        "datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin",
-        "datasets/datasets/fineweb10B_sp1024/fineweb_val_000001.bin",
         "datasets/datasets/fineweb10B_sp1024/fineweb_train_000000.bin",
         "datasets/datasets/fineweb10B_sp1024/fineweb_train_000001.bin",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_val_000000.bin",
+        "datasets/datasets/fineweb10B_sp1024/fineweb_val_000001.bin",
         "datasets/tokenizers/fineweb_1024_bpe.model",
     ]
     assert [p.name for p in shard_files(data_path, "train")] == ["fineweb_train_000000.bin", "fineweb_train_000001.bin"]
     assert len(shard_files(data_path, "val")) == 2
     assert tokenizer_path == out.resolve() / "tokenizers" / "fineweb_1024_bpe.model"
-    assert (data_path / corpus.HUB_MANIFEST).is_file()
-    assert not (out / corpus._HUB_STAGING).exists()
+    assert (data_path / fineweb.HUB_MANIFEST).is_file()
+    assert not (out / fineweb._HUB_STAGING).exists()
 
     calls.clear()
     assert fetch_fineweb("sp1024", 2, out, quiet=True) == (data_path, tokenizer_path)

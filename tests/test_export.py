@@ -1,4 +1,5 @@
-"""Export formats (techniques.md 1.6, 2.1, 3.1): the reference int8 and int6 for attention/MLP."""
+"""The export (techniques.md 1.6, 2.1, 3.1): each tensor stored in the format the per-tensor policy
+gives it by role; every format round trips within its grid's bound."""
 
 from __future__ import annotations
 
@@ -13,118 +14,114 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import shared_fixture
-from torch import nn
+from export_states import reference_mix_roles
 
-from golf.quant.compress import compress, decompress
+from golf.model.roles import ParamRole, Role
+from golf.quant.compress import codec_spec, compress
 from golf.quant.export import (
+    INT6_LAYOUT,
     INT8_CLIP_Q,
+    POLICY_LAYOUT,
+    REFERENCE_LAYOUT,
     ExportFormat,
     dequantize_state_dict,
-    is_int6_tensor,
+    export_formats,
     pack_artifact,
-    qat_target_names,
     quantize_state_dict,
     unpack_artifact,
 )
-from golf.quant.grid import GRID_MODES, fake_quantize_rows, quantize_rows
+from golf.quant.grid import GRID_MODES, clip_range, fake_quantize_rows, quantize_rows
+from golf.quant.policy import FP16, FP32, ExportPolicy, TensorFormat
 
 # fp16 keeps 11 significant bits: rounding a scale to fp16 moves it by at most 2**-11 of itself.
 FP16_REL = 2.0**-11
-
-CONTROL_NAMES = ("skip_weights", "resid_mix", "attn_scale", "mlp_scale", "q_gain")
-
-
-class _Attn(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.c_q = nn.Linear(d, d, bias=False)
-        self.c_k = nn.Linear(d, d // 2, bias=False)
-        self.c_v = nn.Linear(d, d // 2, bias=False)
-        self.proj = nn.Linear(d, d, bias=False)
-        self.q_gain = nn.Parameter(torch.full((4,), 1.5))
-
-
-class _MLP(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(d, 2 * d, bias=False)
-        self.proj = nn.Linear(2 * d, d, bias=False)
-
-
-class _Block(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.attn = _Attn(d)
-        self.mlp = _MLP(d)
-        self.attn_scale = nn.Parameter(torch.rand(d) + 0.5)
-        self.mlp_scale = nn.Parameter(torch.rand(d) + 0.5)
-        self.resid_mix = nn.Parameter(torch.rand(2, d))
-
-
-class _TinyGPT(nn.Module):
-    """The reference model's parameter names at a small scale (d=64, 2 layers, vocab 256)."""
-
-    def __init__(self, d: int = 64, layers: int = 2, vocab: int = 256) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(_Block(d) for _ in range(layers))
-        self.skip_weights = nn.Parameter(torch.rand(1, d))
-        self.lm_head = nn.Linear(d, vocab, bias=False)
-
-
-def _model(seed: int = 0) -> _TinyGPT:
-    torch.manual_seed(seed)
-    return _TinyGPT()
+ZLIB, ZSTD = codec_spec("zlib"), codec_spec("zstd")
 
 
 def _state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A model state_dict plus the odd tensors the rules must also handle."""
-    state = dict(_model(seed).state_dict())
+    """The reference model's names at a small scale (d=64, 2 layers, vocab 256, untied head),
+    plus the odd tensors the rules must also handle."""
     g = torch.Generator().manual_seed(seed)
-    state["tok_emb.weight"] = state["tok_emb.weight"].to(torch.bfloat16)  # as on the GPU
+    d = 64
+    state: dict[str, torch.Tensor] = {
+        "tok_emb.weight": (torch.randn(256, d, generator=g) * 0.5).to(torch.bfloat16),  # as on the GPU
+        "skip_weights": torch.rand(1, d, generator=g),
+        "lm_head.weight": torch.randn(256, d, generator=g) * 0.05,
+    }
+    for i in range(2):
+        p = f"blocks.{i}."
+        state.update({
+            p + "attn.c_q.weight": torch.randn(d, d, generator=g) * 0.05,
+            p + "attn.c_k.weight": torch.randn(d // 2, d, generator=g) * 0.05,
+            p + "attn.c_v.weight": torch.randn(d // 2, d, generator=g) * 0.05,
+            p + "attn.proj.weight": torch.randn(d, d, generator=g) * 0.05,
+            p + "attn.q_gain": torch.full((4,), 1.5),
+            p + "mlp.fc.weight": torch.randn(2 * d, d, generator=g) * 0.05,
+            p + "mlp.proj.weight": torch.randn(d, 2 * d, generator=g) * 0.05,
+            p + "attn_scale": torch.rand(d, generator=g) + 0.5,
+            p + "mlp_scale": torch.rand(d, generator=g) + 0.5,
+            p + "resid_mix": torch.rand(2, d, generator=g),
+        })
     state["step_counter"] = torch.tensor(1234, dtype=torch.int64)  # non-float: kept as is
     state["rotary.table"] = torch.randn(3000, generator=g)  # large non-matrix: per-tensor int8
-    state["final_norm.weight"] = torch.rand(64, generator=g, dtype=torch.float32)  # small: fp16
+    state["final_norm.weight"] = torch.rand(64, generator=g)  # small: fp16
     state["blocks.0.attn_scales"] = torch.rand(40, 64, generator=g)  # large control: still fp32
     state["blocks.1.resid_mix"] = state["blocks.1.resid_mix"].to(torch.bfloat16)  # bf16 control
     return state
 
 
+def _roles(state: dict[str, torch.Tensor]) -> dict[str, ParamRole]:
+    """Parameter roles only: the buffers (step_counter, rotary.table) get none, as from
+    parameter_roles(model); final_norm.weight is an ordinary small vector here."""
+    roles = {n: r for n, r in reference_mix_roles(state).items() if n not in ("step_counter", "rotary.table")}
+    if "final_norm.weight" in roles:
+        roles["final_norm.weight"] = ParamRole(Role.MATRIX)
+    return roles
+
+
 SMALL = 1024  # keep-float threshold that sends every matrix of the tiny model to quantization
+CONTROL_NAMES = ("skip_weights", "resid_mix", "attn_scale", "mlp_scale", "q_gain")
+INT6_MODULES = ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
 
 
-def _fmt(quant: str, compressor: str = "zlib", grid: str = "relative", keep: int = SMALL) -> ExportFormat:
-    return ExportFormat(quant=quant, compressor=compressor, grid=grid, keep_float_max_numel=keep)
+def _policy(quant: str, grid: str = "relative", keep: int = SMALL, overrides: tuple = ()) -> ExportPolicy:
+    return ExportPolicy(quant=quant, grid=grid, keep_float_max_numel=keep, overrides=overrides)
 
 
-ALL_FORMATS = [_fmt("int8")] + [_fmt("int6", "zstd", grid) for grid in GRID_MODES]
+def _quantize(state: dict[str, torch.Tensor], policy: ExportPolicy) -> tuple[dict, object]:
+    return quantize_state_dict(state, _roles(state), policy)
+
+
+ALL_POLICIES = [_policy("int8")] + [_policy("int6", grid) for grid in GRID_MODES]
 
 
 # --- ExportFormat ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("quant", "compressor", "label", "prefix", "filename"),
+    ("quant", "codec", "label", "prefix", "filename"),
     [
-        ("int8", "zlib", "int8+zlib", "final_int8_zlib", "final_model.int8.ptz"),
-        ("int8", "zstd", "int8+zstd-22", "final_int8_zstd", "final_model.int8.ptz"),
-        ("int6", "zlib", "int6+zlib", "final_int6_zlib", "final_model.int6.ptz"),
-        ("int6", "zstd", "int6+zstd-22", "final_int6_zstd", "final_model.int6.ptz"),
+        ("int8", codec_spec("zlib"), "int8+zlib", "final_int8_zlib", "final_model.int8.ptz"),
+        ("int6", codec_spec("zstd"), "int6+zstd-22", "final_int6_zstd", "final_model.int6.ptz"),
+        ("int8", codec_spec("zstd"), "int8+zstd-22", "final_int8_zstd", "final_model.int8.ptz"),
+        ("int6", codec_spec("zlib", 6), "int6+zlib-6", "final_int6_zlib", "final_model.int6.ptz"),
+        ("int6", codec_spec("lzma"), "int6+lzma-9e", "final_int6_lzma", "final_model.int6.ptz"),
+        ("int6", codec_spec("brotli", 0, 2), "int6+brotli-11+shuffle2", "final_int6_brotli", "final_model.int6.ptz"),
     ],
 )
-def test_format_names(quant: str, compressor: str, label: str, prefix: str, filename: str) -> None:
-    fmt = ExportFormat(quant=quant, compressor=compressor)
+def test_format_names(quant: str, codec, label: str, prefix: str, filename: str) -> None:
+    fmt = ExportFormat(quant=quant, codec=codec)
     assert (fmt.label, fmt.metric_prefix, fmt.filename) == (label, prefix, filename)
-    assert fmt.grid == "relative" and fmt.keep_float_max_numel == 65_536
+    assert fmt.base_policy() == ExportPolicy(quant=quant, grid="relative", keep_float_max_numel=65_536)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"quant": "int4", "compressor": "zlib"}, "quant"),
-        ({"quant": "int6", "compressor": "lzma"}, "compressor"),
-        ({"quant": "int6", "compressor": "zstd", "grid": "percentile"}, "grid"),
-        ({"quant": "int6", "compressor": "zstd", "keep_float_max_numel": -1}, "keep_float_max_numel"),
+        ({"quant": "int4", "codec": ZLIB}, "quant"),
+        ({"quant": "int6", "codec": "zstd"}, "codec"),
+        ({"quant": "int6", "codec": ZSTD, "grid": "percentile"}, "grid"),
+        ({"quant": "int6", "codec": ZSTD, "keep_float_max_numel": -1}, "keep_float_max_numel"),
     ],
 )
 def test_bad_format_names_the_field(kwargs: dict, field: str) -> None:
@@ -137,12 +134,11 @@ def test_bad_format_names_the_field(kwargs: dict, field: str) -> None:
 
 def test_int8_object_has_the_reference_layout() -> None:
     state = _state()
-    obj, stats = quantize_state_dict(state, _fmt("int8"))
-    assert obj["__quant_format__"] == "int8_clean_per_row_v1"
-    assert set(obj) == {
-        "__quant_format__", "quantized", "scales", "dtypes", "passthrough", "qmeta",
-        "passthrough_orig_dtypes",
-    }
+    obj, stats = _quantize(state, _policy("int8"))
+    assert obj["__quant_format__"] == REFERENCE_LAYOUT == stats.layout
+    assert list(obj) == [
+        "__quant_format__", "quantized", "scales", "dtypes", "passthrough", "qmeta", "passthrough_orig_dtypes",
+    ]
     matrices = {n for n, t in state.items() if t.ndim == 2 and t.numel() > SMALL and "attn_scales" not in n}
     assert set(obj["qmeta"]) == matrices
     assert all(meta == {"scheme": "per_row", "axis": 0} for meta in obj["qmeta"].values())
@@ -153,18 +149,20 @@ def test_int8_object_has_the_reference_layout() -> None:
         assert obj["quantized"][name].dtype == torch.int8
         assert obj["scales"][name].dtype == torch.float16
         assert int(obj["quantized"][name].abs().max()) <= 127
-    assert stats["num_int8"] == len(matrices) + 1 and stats["num_int6"] == 0
-    assert stats["num_passthrough"] == len(state) - stats["num_int8"]
-    assert stats["param_count"] == sum(t.numel() for t in state.values())
+    assert stats.formats == {"int8": len(matrices) + 1, "fp32": 10, "fp16": 1, "raw": 1}
+    assert stats.summary() == f"int8:{len(matrices) + 1} fp16:1 fp32:10 raw:1"
+    assert stats.param_count == sum(t.numel() for t in state.values())
+    assert sum(stats.format_bytes.values()) == stats.payload_bytes
 
 
 def test_int8_codes_of_a_row_on_the_1_over_127_grid_are_exact() -> None:
     """Rows with values k/127 and max <= 1 have scale 1/127 (the floor), so q = k exactly."""
     g = torch.Generator().manual_seed(3)
     codes = torch.randint(-127, 128, (96, 256), generator=g)
-    obj, _ = quantize_state_dict({"blocks.0.mlp.fc.weight": codes.float() / 127}, _fmt("int8"))
-    assert torch.equal(obj["quantized"]["blocks.0.mlp.fc.weight"], codes.to(torch.int8))
-    scale = obj["scales"]["blocks.0.mlp.fc.weight"]
+    name = "blocks.0.mlp.fc.weight"
+    obj, _ = quantize_state_dict({name: codes.float() / 127}, {name: ParamRole(Role.MATRIX, "mlp")}, _policy("int8"))
+    assert torch.equal(obj["quantized"][name], codes.to(torch.int8))
+    scale = obj["scales"][name]
     assert torch.equal(scale, torch.full_like(scale, 1.0 / 127))
 
 
@@ -176,8 +174,8 @@ def test_int8_roundtrip_error_and_clipping_at_the_reference_size() -> None:
         "blocks.0.mlp.fc.weight": heavy_tails,
         "tok_emb.weight": (torch.randn(160, 512, generator=g) * 0.8).to(torch.bfloat16),
     }
-    fmt = ExportFormat(quant="int8", compressor="zlib")  # the reference's 65,536 threshold
-    obj, _ = quantize_state_dict(state, fmt)
+    roles = {"blocks.0.mlp.fc.weight": ParamRole(Role.MATRIX, "mlp"), "tok_emb.weight": ParamRole(Role.EMBEDDING)}
+    obj, _ = quantize_state_dict(state, roles, ExportPolicy())  # the reference's 65,536 threshold
     restored = dequantize_state_dict(obj)
     for name, w in state.items():
         w32 = w.float()
@@ -198,24 +196,22 @@ def test_int8_roundtrip_error_and_clipping_at_the_reference_size() -> None:
         assert bool((error <= bound)[~clipped].all())
 
 
-# --- the int6 format --------------------------------------------------------------------------------
+# --- the int6 format: chosen by role ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("grid", GRID_MODES)
-def test_int6_sorts_tensors_as_137(grid: str) -> None:
+def test_int6_sorts_tensors_by_role(grid: str) -> None:
     state = _state()
-    fmt = _fmt("int6", "zstd", grid)
-    obj, stats = quantize_state_dict(state, fmt)
-    assert obj["__quant_format__"] == "int6_attn_mlp_per_row_v1"
+    obj, stats = _quantize(state, _policy("int6", grid))
+    assert obj["__quant_format__"] == INT6_LAYOUT
     int6 = {n for n, meta in obj["qmeta"].items() if meta["bits"] == 6}
-    modules = ("attn.c_q", "attn.c_k", "attn.c_v", "attn.proj", "mlp.fc", "mlp.proj")
-    assert int6 == {f"blocks.{i}.{m}.weight" for i in range(2) for m in modules}
+    assert int6 == {f"blocks.{i}.{m}.weight" for i in range(2) for m in INT6_MODULES}
     assert all(obj["qmeta"][n]["grid"] == grid for n in int6)
     # Large tensors outside attention/MLP stay on the reference int8 path, with their bits recorded.
     int8 = {n for n, meta in obj["qmeta"].items() if meta["bits"] == 8}
     assert int8 == {"tok_emb.weight", "lm_head.weight", "rotary.table"}
-    assert obj["qmeta"]["rotary.table"]["scheme"] == "per_tensor"
-    assert (stats["num_int6"], stats["num_int8"]) == (len(int6), len(int8))
+    assert obj["qmeta"]["rotary.table"] == {"scheme": "per_tensor", "bits": 8}
+    assert (stats.formats["int6"], stats.formats["int8"]) == (len(int6), len(int8))
     for name in int6:
         q = obj["quantized"][name]
         assert q.dtype == torch.int8 and obj["scales"][name].dtype == torch.float16
@@ -224,20 +220,26 @@ def test_int6_sorts_tensors_as_137(grid: str) -> None:
             assert int(q.min()) >= -31
 
 
-@pytest.mark.parametrize("grid", GRID_MODES)
-def test_int6_roundtrip_error_is_half_a_step_plus_fp16_scale_rounding(grid: str) -> None:
-    state = _state()
-    restored = dequantize_state_dict(quantize_state_dict(state, _fmt("int6", "zstd", grid))[0])
-    for name, w in state.items():
-        if not is_int6_tensor(name, w, _fmt("int6", "zstd", grid)):
-            continue
-        _, scale = quantize_rows(w, 6, grid)
-        error = (restored[name] - w).abs()
-        bound = scale[:, None] * (0.5 + 31 * FP16_REL + 1e-5)
-        assert bool((error <= bound).all()), name
-        # Every restored value is an integer number of its row's stored (fp16) step.
-        steps = restored[name] / scale.to(torch.float16).float()[:, None]
-        assert torch.equal(steps, torch.round(steps))
+def test_roles_not_names_decide() -> None:
+    """A matrix whose name says nothing gets int6 from its role; one named like an attention
+    matrix but declared a head stays int8; a vector declared control stays fp32 however large."""
+    g = torch.Generator().manual_seed(5)
+    state = {
+        "bigram.proj": torch.randn(64, 64, generator=g),
+        "blocks.0.attn.c_q.weight": torch.randn(64, 64, generator=g),
+        "gate": torch.randn(5000, generator=g),
+    }
+    roles = {
+        "bigram.proj": ParamRole(Role.MATRIX, "attn"),
+        "blocks.0.attn.c_q.weight": ParamRole(Role.HEAD),
+        "gate": ParamRole(Role.CONTROL),
+    }
+    formats = export_formats(state, roles, _policy("int6"))
+    assert formats == {
+        "bigram.proj": TensorFormat.rows(6, "relative"),
+        "blocks.0.attn.c_q.weight": TensorFormat(kind="int", bits=8, scheme="per_row", grid="floored", clip="percentile"),
+        "gate": FP32,
+    }
 
 
 @pytest.mark.parametrize("grid", GRID_MODES)
@@ -245,11 +247,11 @@ def test_int6_codes_equal_the_qat_codes_exactly(grid: str) -> None:
     """The export derives q from the same fp32 scale QAT uses, so the codes match bit for bit,
     both for the raw weights and for weights already snapped onto the grid by QAT; only the
     stored scale (fp16) differs from QAT's fp32 one."""
-    fmt = _fmt("int6", "zstd", grid)
-    state = {n: w for n, w in _state().items() if is_int6_tensor(n, w, fmt)}
+    full = _state()
+    state = {n: full[n] for n in (f"blocks.{i}.{m}.weight" for i in range(2) for m in INT6_MODULES)}
     snapped = {n: fake_quantize_rows(w, 6, grid) for n, w in state.items()}
-    obj_raw, _ = quantize_state_dict(state, fmt)
-    obj_snapped, _ = quantize_state_dict(snapped, fmt)
+    obj_raw, _ = _quantize(state, _policy("int6", grid))
+    obj_snapped, _ = _quantize(snapped, _policy("int6", grid))
     restored = dequantize_state_dict(obj_snapped)
     for name, w in state.items():
         q_qat, s_qat = quantize_rows(w, 6, grid)
@@ -260,30 +262,126 @@ def test_int6_codes_equal_the_qat_codes_exactly(grid: str) -> None:
         assert bool((drift <= q_qat.abs().float() * s_qat[:, None] * FP16_REL + 1e-9).all())
 
 
-def test_qat_targets_are_exactly_the_int6_exported_weights() -> None:
-    model = _model()
-    fmt = _fmt("int6", "zstd")
-    targets = qat_target_names(model.named_parameters(), fmt)
-    obj, _ = quantize_state_dict(model.state_dict(), fmt)
-    assert sorted(targets) == sorted(n for n, meta in obj["qmeta"].items() if meta["bits"] == 6)
-    assert len(targets) == 2 * 6
+# --- every format kind, through a policy override --------------------------------------------------
+
+INT_FORMATS = [
+    TensorFormat(kind="int", bits=bits, scheme=scheme, grid=grid, clip=clip)
+    for bits in range(2, 9)
+    for scheme in ("per_row", "per_tensor")
+    for grid in GRID_MODES
+    for clip in ("absmax", "percentile")
+]
 
 
-def test_qat_targets_refuse_a_toggle_that_would_do_nothing() -> None:
-    model = _model()
-    with pytest.raises(ValueError, match="QUANT_FORMAT=int6"):
-        qat_target_names(model.named_parameters(), _fmt("int8"))
-    with pytest.raises(ValueError, match="QUANT_KEEP_FLOAT_MAX_NUMEL"):
-        qat_target_names(model.named_parameters(), ExportFormat(quant="int6", compressor="zstd"))
+def _override_all(fmt: TensorFormat):
+    return lambda name, tensor, role, proposed: fmt if tensor.is_floating_point() else None
+
+
+def _wide_rows(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Rows of 512 values with an outlier each, some rows below 1 and some above (the floored
+    grid's two regimes)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(*shape, generator=g) * 0.05
+    w[..., 0] = 0.4
+    w[..., 1, :] *= 60.0
+    return w
+
+
+@pytest.mark.parametrize("fmt", INT_FORMATS, ids=str)
+def test_every_int_format_round_trips_within_its_grid_bound(fmt: TensorFormat) -> None:
+    g = torch.Generator().manual_seed(fmt.bits)
+    state = {
+        "w": _wide_rows(fmt.bits, (6, 512)),
+        "bank": _wide_rows(fmt.bits + 10, (2, 4, 512)),
+        "quiet": torch.randn(3, 512, generator=g) * 0.05,  # max |w| < 1 everywhere: the floor binds
+    }
+    roles = {name: ParamRole(Role.BANK if state[name].ndim == 3 else Role.MATRIX, "mlp") for name in state}
+    policy = _policy("int8", overrides=(_override_all(fmt),))
+    obj, stats = quantize_state_dict(state, roles, policy)
+    # The 3-D bank fits neither older layout (their per-row formats are 2-D only).
+    assert obj["__quant_format__"] == POLICY_LAYOUT
+    assert stats.formats == {f"int{fmt.bits}": 3}
+    restored = unpack_artifact(pack_artifact(state, roles, policy, ZLIB)[0]).state_dict
+    c = clip_range(fmt.bits)
+    for name, w in state.items():
+        q, s = obj["quantized"][name], obj["scales"][name].float()
+        assert int(q.abs().max()) <= c, name
+        step = s.unsqueeze(-1) if fmt.scheme == "per_row" else s
+        # Every restored value is a whole number of steps of the stored scale ...
+        assert torch.equal(restored[name], q.float() * step), name
+        # ... and within half a step (plus the fp16 rounding of a per-row scale on c steps) of the
+        # weight, or of the clip value for an entry beyond it.
+        if fmt.clip == "absmax":
+            limit = w.abs().amax(dim=-1, keepdim=True) if fmt.scheme == "per_row" else w.abs().max()
+        else:
+            flat = w.abs().reshape(-1, w.shape[-1]) if fmt.scheme == "per_row" else w.abs().flatten()
+            limit = torch.quantile(flat, INT8_CLIP_Q, dim=-1, keepdim=True).reshape(
+                *w.shape[:-1], 1) if fmt.scheme == "per_row" else torch.quantile(flat, INT8_CLIP_Q)
+        target = torch.maximum(torch.minimum(w, limit), -limit)
+        fp16 = FP16_REL * c if fmt.scheme == "per_row" else 0.0
+        assert bool(((restored[name] - target).abs() <= step * (0.5 + fp16) + 1e-5).all()), name
+        if fmt.grid == "floored":
+            assert bool((s >= 1.0 / c - 1e-3 / c).all()), name
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("grid", GRID_MODES)
+def test_per_row_codes_use_at_most_2_to_the_bits_values_per_row(bits: int, grid: str) -> None:
+    w = torch.randn(16, 512, generator=torch.Generator().manual_seed(bits))
+    assert min(len(row.unique()) for row in w) > 2**bits  # an unsnapped row would fail below
+    fmt = TensorFormat.rows(bits, grid)
+    policy = _policy("int8", overrides=(_override_all(fmt),))
+    restored = unpack_artifact(pack_artifact({"w": w}, {"w": ParamRole(Role.MATRIX)}, policy, ZSTD)[0]).state_dict
+    assert max(len(row.unique()) for row in restored["w"]) <= 2**bits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("store", ["fp32", "fp16", "bf16"])
+def test_float_passthrough_records_and_restores_the_dtype(dtype: torch.dtype, store: str) -> None:
+    w = (torch.randn(300, generator=torch.Generator().manual_seed(2)) * 3).to(dtype)
+    policy = _policy("int8", overrides=(_override_all(TensorFormat(kind="float", dtype=store)),))
+    obj, stats = quantize_state_dict({"v": w}, {"v": ParamRole(Role.CONTROL)}, policy)
+    stored_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[store]
+    assert obj["passthrough"]["v"].dtype == stored_dtype
+    assert stats.formats == {store: 1} and stats.payload_bytes == 300 * obj["passthrough"]["v"].element_size()
+    restored = unpack_artifact(pack_artifact({"v": w}, {"v": ParamRole(Role.CONTROL)}, policy, ZLIB)[0]).state_dict["v"]
+    assert restored.dtype == dtype
+    # Exactly the value after one trip through the stored dtype.
+    assert torch.equal(restored, w.to(stored_dtype).to(dtype))
+
+
+def test_raw_keeps_non_float_tensors_and_is_exact() -> None:
+    state = {"ids": torch.arange(10, dtype=torch.int32), "mask": torch.tensor([True, False])}
+    obj, stats = quantize_state_dict(state, {}, _policy("int8"))
+    assert stats.formats == {"raw": 2}
+    restored = dequantize_state_dict(obj)
+    assert all(torch.equal(restored[n], t) and restored[n].dtype == t.dtype for n, t in state.items())
+
+
+def test_an_override_can_mix_int5_and_int6_and_it_reaches_the_artifact() -> None:
+    """#326's int5 MLP / int6 attention through a technique's override: the object records bits."""
+    state = _state()
+
+    def int5_mlp(name, tensor, role, proposed):
+        return TensorFormat.rows(5, "relative") if proposed.bits == 6 and role.group == "mlp" else None
+
+    obj, stats = _quantize(state, _policy("int6", overrides=(int5_mlp,)))
+    assert obj["__quant_format__"] == POLICY_LAYOUT
+    bits = {n: meta["bits"] for n, meta in obj["qmeta"].items()}
+    assert {n for n, b in bits.items() if b == 5} == {f"blocks.{i}.mlp.{m}.weight" for i in range(2) for m in ("fc", "proj")}
+    assert {n for n, b in bits.items() if b == 6} == {f"blocks.{i}.attn.{m}.weight" for i in range(2) for m in ("c_q", "c_k", "c_v", "proj")}
+    assert obj["qmeta"]["blocks.0.mlp.fc.weight"] == {"scheme": "per_row", "bits": 5, "grid": "relative", "clip": "absmax"}
+    assert stats.summary() == "int5:4 int6:8 int8:3 fp16:1 fp32:10 raw:1"
+    assert int(obj["quantized"]["blocks.0.mlp.fc.weight"].abs().max()) <= 16
 
 
 # --- rules shared by all formats ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f"{f.label}-{f.grid}")
-def test_roundtrip_keeps_keys_dtypes_and_exact_tensors(fmt: ExportFormat) -> None:
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=lambda p: f"{p.quant}-{p.grid}")
+def test_roundtrip_keeps_keys_dtypes_and_exact_tensors(policy: ExportPolicy) -> None:
     state = _state()
-    restored = unpack_artifact(pack_artifact(state, fmt)[0])
+    restored = unpack_artifact(pack_artifact(state, _roles(state), policy, ZSTD)[0]).state_dict
     assert set(restored) == set(state)
     for name, t in state.items():
         assert restored[name].dtype == t.dtype, name
@@ -293,14 +391,12 @@ def test_roundtrip_keeps_keys_dtypes_and_exact_tensors(fmt: ExportFormat) -> Non
             assert torch.equal(restored[name], state[name]), name
     assert torch.equal(restored["step_counter"], state["step_counter"])
     # Small non-control floats survive through fp16.
-    torch.testing.assert_close(
-        restored["final_norm.weight"], state["final_norm.weight"].half().float(), rtol=0, atol=0
-    )
+    assert torch.equal(restored["final_norm.weight"], state["final_norm.weight"].half().float())
 
 
-@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f"{f.label}-{f.grid}")
-def test_stored_dtypes_of_passthrough_tensors(fmt: ExportFormat) -> None:
-    obj, _ = quantize_state_dict(_state(), fmt)
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=lambda p: f"{p.quant}-{p.grid}")
+def test_stored_dtypes_of_passthrough_tensors(policy: ExportPolicy) -> None:
+    obj, _ = _quantize(_state(), policy)
     stored = obj["passthrough"]
     for name in ("skip_weights", "blocks.0.attn_scales", "blocks.1.resid_mix", "blocks.0.attn.q_gain"):
         assert stored[name].dtype == torch.float32, name
@@ -314,30 +410,33 @@ def test_stored_dtypes_of_passthrough_tensors(fmt: ExportFormat) -> None:
 def test_passthrough_does_not_carry_the_storage_it_was_sliced_from() -> None:
     big = torch.randn(100_000)
     state = {"skip_weights": big[:64].view(1, 64)}
-    blob, stats = pack_artifact(state, _fmt("int8"))
-    assert stats["raw_torch_bytes"] < 10_000
-    assert torch.equal(unpack_artifact(blob)["skip_weights"], state["skip_weights"])
+    blob, stats = pack_artifact(state, {"skip_weights": ParamRole(Role.CONTROL)}, _policy("int8"), ZLIB)
+    assert stats.raw_torch_bytes < 10_000
+    assert torch.equal(unpack_artifact(blob).state_dict["skip_weights"], state["skip_weights"])
 
 
-@pytest.mark.parametrize("fmt", ALL_FORMATS, ids=lambda f: f"{f.label}-{f.grid}")
-def test_pack_reports_the_blob_size_and_is_deterministic(fmt: ExportFormat) -> None:
-    blob, stats = pack_artifact(_state(), fmt)
-    assert stats["compressed_bytes"] == len(blob)
-    assert stats["raw_torch_bytes"] == len(decompress(blob))
-    assert stats["payload_bytes"] < stats["baseline_tensor_bytes"]
-    assert pack_artifact(_state(), fmt)[0] == blob
+@pytest.mark.parametrize("policy", ALL_POLICIES, ids=lambda p: f"{p.quant}-{p.grid}")
+def test_pack_reports_the_blob_size_and_is_deterministic(policy: ExportPolicy) -> None:
+    state = _state()
+    blob, stats = pack_artifact(state, _roles(state), policy, ZSTD)
+    assert stats.compressed_bytes == len(blob) and stats.codec == "zstd-22"
+    assert stats.payload_bytes < stats.baseline_tensor_bytes
+    assert pack_artifact(_state(), _roles(state), policy, ZSTD)[0] == blob
+    as_dict = stats.as_dict()
+    assert as_dict["summary"] == stats.summary() and as_dict["compressed_bytes"] == len(blob)
 
 
 def test_artifact_bytes_are_identical_in_a_fresh_process() -> None:
     code = (
-        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_export as t; "
-        "print(hashlib.sha256(t.pack_artifact(t._state(), t._fmt('int6', 'zstd'))[0]).hexdigest())"
+        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_export as t; s = t._state(); "
+        "print(hashlib.sha256(t.pack_artifact(s, t._roles(s), t._policy('int6'), t.ZSTD)[0]).hexdigest())"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         cwd=str(Path(__file__).resolve().parents[1]),
     )
-    here = hashlib.sha256(pack_artifact(_state(), _fmt("int6", "zstd"))[0]).hexdigest()
+    state = _state()
+    here = hashlib.sha256(pack_artifact(state, _roles(state), _policy("int6"), ZSTD)[0]).hexdigest()
     assert result.stdout.strip() == here
 
 
@@ -345,17 +444,28 @@ def test_non_finite_weights_are_named() -> None:
     state = _state()
     state["blocks.1.mlp.fc.weight"][3, 5] = float("nan")
     with pytest.raises(ValueError, match=r"blocks\.1\.mlp\.fc\.weight.*diverged"):
-        quantize_state_dict(state, _fmt("int6", "zstd"))
+        _quantize(state, _policy("int6"))
+
+
+def test_policy_mistakes_are_named() -> None:
+    state = _state()
+    with pytest.raises(ValueError, match=r"roles name ghost\.weight.*parameter_roles"):
+        quantize_state_dict(state, {**_roles(state), "ghost.weight": ParamRole(Role.MATRIX)}, _policy("int8"))
+    rows_everywhere = _override_all(TensorFormat.rows(6, "relative"))
+    with pytest.raises(ValueError, match=r"'blocks\.0\.attn\.q_gain'.*no rows"):
+        _quantize(state, _policy("int8", overrides=(rows_everywhere,)))
+    with pytest.raises(ValueError, match=r"'step_counter'.*only raw"):
+        _quantize(state, _policy("int8", overrides=(lambda n, t, r, p: FP16,)))
 
 
 def test_foreign_artifacts_are_clear_errors() -> None:
     buffer = io.BytesIO()
     torch.save({"weights": torch.zeros(3)}, buffer)
     with pytest.raises(ValueError, match="__quant_format__"):
-        unpack_artifact(compress(buffer.getvalue(), "zlib"))
+        unpack_artifact(compress(buffer.getvalue(), ZLIB))
     with pytest.raises(ValueError, match="not a loadable torch.save archive"):
-        unpack_artifact(compress(b"not a torch archive", "zstd"))
-    with pytest.raises(ValueError, match="neither a zstd frame"):
+        unpack_artifact(compress(b"not a torch archive", ZSTD))
+    with pytest.raises(ValueError, match="is not a golf artifact"):
         unpack_artifact(b"garbage")
 
 
@@ -389,11 +499,32 @@ def test_int8_matches_the_reference_byte_counts_of_the_baseline_log() -> None:
     sizes = re.search(r"int8\+zlib: \d+ bytes \(payload:(\d+) raw_torch:(\d+)", log)
     payload, raw_torch = map(int, sizes.groups())
 
-    _, stats = pack_artifact(_baseline_shaped_state(), ExportFormat(quant="int8", compressor="zlib"))
-    assert stats["param_count"] == params
-    assert stats["payload_bytes"] == payload
+    state = _baseline_shaped_state()
+    _, stats = pack_artifact(state, reference_mix_roles(state), ExportPolicy(), ZLIB)
+    assert stats.param_count == params
+    assert stats.payload_bytes == payload
     # torch.save's container adds a few records around the pickled object; with the same object
     # layout the total matches the reference run's (checked with torch 2.13), so a mismatch means
     # the object layout changed, or torch changed its container format.
-    assert stats["raw_torch_bytes"] == raw_torch
-    assert stats["num_int8"] == 9 * 6 + 1 and stats["num_passthrough"] == 9 * 4 + 1
+    assert stats.raw_torch_bytes == raw_torch
+    assert stats.formats == {"int8": 9 * 6 + 1, "fp32": 9 * 4 + 1}
+
+
+def test_percentile_rows_of_a_huge_matrix_are_computed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.quantile takes at most 2**24 elements; rows are independent, so chunks of rows give
+    the same clip values as one call (shown with the limit lowered to 3 rows' worth)."""
+    import golf.quant.export as export
+
+    w = _wide_rows(9, (10, 512))
+    one_call, _ = quantize_state_dict({"w": w}, {"w": ParamRole(Role.HEAD)}, _policy("int8"))
+    monkeypatch.setattr(export, "_QUANTILE_MAX_NUMEL", 3 * 512)
+    calls = []
+    real_quantile = torch.quantile
+    monkeypatch.setattr(torch, "quantile", lambda x, *a, **k: calls.append(x.shape) or real_quantile(x, *a, **k))
+    chunked, _ = quantize_state_dict({"w": w}, {"w": ParamRole(Role.HEAD)}, _policy("int8"))
+    assert calls == [(3, 512), (3, 512), (3, 512), (1, 512)]
+    assert torch.equal(chunked["quantized"]["w"], one_call["quantized"]["w"])
+    assert torch.equal(chunked["scales"]["w"], one_call["scales"]["w"])
+    with pytest.raises(ValueError, match="too long for the percentile clip"):
+        monkeypatch.setattr(export, "_QUANTILE_MAX_NUMEL", 100)
+        quantize_state_dict({"w": w}, {"w": ParamRole(Role.HEAD)}, _policy("int8"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_DATA, shared_fixture
-from sweeps import leaderboard
+from sweeps.commands import leaderboard as leaderboard_command
 from sweeps.leaderboard import LeaderboardError, Problem, delta_to_best, read_leaderboard
 
 OWN = TEST_DATA / "leaderboard"
@@ -19,7 +19,7 @@ LN2 = math.log(2)
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sweeps")
-    leaderboard.register(parser.add_subparsers(dest="command", required=True))
+    leaderboard_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

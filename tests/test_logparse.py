@@ -17,13 +17,13 @@ from sweeps.logparse import (
     HEADLINE_FAMILIES,
     LogEvent,
     LogParser,
-    format_summary,
     headline_metric,
     parse_log_file,
     parse_log_text,
-    register,
+    says_nothing,
     seed_from_filename,
 )
+from sweeps.commands.parse_log import format_summary, register
 
 # The fields of the fixtures' *.expected.json that describe the log itself (their `headline`
 # block is what the record *reported*, checked separately below).
@@ -559,14 +559,17 @@ def test_cli_missing_file_is_reported_and_the_rest_printed(capsys, tmp_path):
     assert [obj["file"] for obj in json.loads(captured.out)] == [good]
 
 
+_CLI_PROGRAM = (
+    "import argparse, sys\n"
+    "from sweeps.commands.parse_log import register\n"
+    "parser = argparse.ArgumentParser(prog='sweeps')\n"
+    "register(parser.add_subparsers(dest='command'))\n"
+    "args = parser.parse_args()\n"
+    "sys.exit(args.func(args))\n")
+
+
 def test_cli_as_a_real_process(tmp_path):
-    program = (
-        "import argparse, sys\n"
-        "from sweeps.logparse import register\n"
-        "parser = argparse.ArgumentParser(prog='sweeps')\n"
-        "register(parser.add_subparsers(dest='command'))\n"
-        "args = parser.parse_args()\n"
-        "sys.exit(args.func(args))\n")
+    program = _CLI_PROGRAM
     good = str(OWN_LOGS / "golf_seed1337.log")
     missing = str(tmp_path / "missing_seed3.log")
     done = subprocess.run([sys.executable, "-c", program, "parse-log", "--json", good, missing],
@@ -578,3 +581,27 @@ def test_cli_as_a_real_process(tmp_path):
     ok = subprocess.run([sys.executable, "-c", program, "parse-log", good],
                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert ok.returncode == 0 and ok.stdout.startswith(f"file: {good}\nheadline: ")
+
+
+def test_says_nothing_only_when_no_line_was_recognised(tmp_path):
+    junk = tmp_path / "junk_seed7.bin"
+    junk.write_bytes(bytes(random.Random(9).randrange(256) for _ in range(5000)))
+    assert says_nothing(parse_log_file(junk))  # the file name's seed does not count
+    assert not says_nothing(parse_log_text("seed:42\n"))
+    assert not says_nothing(parse_log_text("step:0/20 val_loss:6.9 val_bpb:4.1 train_time:0ms\n"))
+
+
+def test_cli_a_file_with_no_log_line_is_an_error_in_a_real_process(tmp_path):
+    # Random bytes used to "parse" with exit 0 and every field null (issue 7, defect 9).
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(random.Random(20260418).randrange(256) for _ in range(20_000)))
+    done = subprocess.run([sys.executable, "-c", _CLI_PROGRAM, "parse-log", str(junk)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert str(junk) in line and "no Parameter Golf log line" in line
+    good = str(OWN_LOGS / "golf_seed1337.log")
+    mixed = subprocess.run([sys.executable, "-c", _CLI_PROGRAM, "parse-log", "--json", good, str(junk)],
+                           capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert mixed.returncode == 2 and str(junk) in mixed.stderr and "Traceback" not in mixed.stderr
+    assert [obj["file"] for obj in json.loads(mixed.stdout)] == [good]

@@ -1,4 +1,4 @@
-"""The baseline GPT (techniques.md 1.3) and QAT wired into it (2.2, 2.3)."""
+"""The baseline GPT (techniques.md 1.3), the roles of its parameters and its per-token losses."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from golf.config import resolve
-from golf.model import CastedLinear, FakeQuant, attach_fake_quant, build_model, set_fake_quant
+from golf.model import ParamRole, Role, build_model, parameter_roles
 from golf.model.attention import CausalSelfAttention
 from golf.model.layers import Rotary, apply_rotary
-from golf.quant import ExportFormat, is_int6_tensor, qat_target_names
-from golf.quant.grid import fake_quantize_rows
 
 CPU = torch.device("cpu")
 
@@ -106,86 +104,40 @@ def test_causality_future_tokens_do_not_change_past_logits():
         torch.testing.assert_close(model.logits(x)[:, :15], model.logits(x2)[:, :15])
 
 
-# --- QAT wired into the model ------------------------------------------------------------------
-def qat_model(cfg):
-    fmt = ExportFormat(quant="int6", compressor="zstd", grid=cfg.quant_grid,
-                       keep_float_max_numel=cfg.quant_keep_float_max_numel)
-    model = build_model(cfg, CPU)
-    names = attach_fake_quant(model, lambda n, w: is_int6_tensor(n, w, fmt), FakeQuant(6, cfg.quant_grid))
-    return model, fmt, names
+# --- parameter roles ---------------------------------------------------------------------------
+def test_every_parameter_has_the_role_its_module_declares():
+    model = build_model(resolve("baseline"), CPU)
+    roles = parameter_roles(model)
+    assert set(roles) == {name for name, _ in model.named_parameters()}
+    assert roles["tok_emb.weight"] == ParamRole(Role.EMBEDDING)
+    assert roles["skip_weights"].role is Role.CONTROL
+    block = {name.split(".", 2)[2]: role for name, role in roles.items() if name.startswith("blocks.0.")}
+    assert block == {
+        "attn.c_q.weight": ParamRole(Role.MATRIX, "attn"), "attn.c_k.weight": ParamRole(Role.MATRIX, "attn"),
+        "attn.c_v.weight": ParamRole(Role.MATRIX, "attn"), "attn.proj.weight": ParamRole(Role.MATRIX, "attn"),
+        "attn.q_gain": ParamRole(Role.CONTROL, "attn"),
+        "mlp.fc.weight": ParamRole(Role.MATRIX, "mlp"), "mlp.proj.weight": ParamRole(Role.MATRIX, "mlp"),
+        "attn_scale": ParamRole(Role.CONTROL), "mlp_scale": ParamRole(Role.CONTROL), "resid_mix": ParamRole(Role.CONTROL),
+    }
+    untied = parameter_roles(build_model(resolve("smoke", overrides={"TIE_EMBEDDINGS": 0}), CPU))
+    assert untied["lm_head.weight"] == ParamRole(Role.HEAD)  # the parent's declaration wins over CastedLinear's
 
 
-def capture_effective_weights(model):
-    """Weights that F.linear really receives, captured in the forward pass."""
-    seen = {}
-    for name, module in model.named_modules():
-        if isinstance(module, CastedLinear):
-            module.register_forward_hook(
-                lambda m, inp, out, name=name: seen.__setitem__(f"{name}.weight", m.effective_weight().detach().clone())
-            )
-    return seen
+def test_a_parameter_nobody_declared_is_an_error_not_a_silent_default():
+    model = build_model(resolve("smoke"), CPU)
+    model.blocks[0].extra_gain = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match=r"parameters without a role: blocks\.0\.extra_gain"):
+        parameter_roles(model)
 
 
-def test_qat_covers_exactly_the_weights_the_export_puts_on_the_int6_grid():
-    cfg = small_cfg(QAT_ENABLED=1)
-    model, fmt, names = qat_model(cfg)
-    assert names == sorted(qat_target_names(model.named_parameters(), fmt))
-    assert len(names) == 6 * cfg.num_layers  # q, k, v, o, fc, proj of every block
-
-
-@pytest.mark.parametrize("grid", ["relative", "floored"])
-def test_qat_forward_rows_are_on_the_int6_grid_and_gradients_reach_latent_weights(grid):
+def test_token_losses_average_to_the_mean_loss():
     torch.manual_seed(0)
-    cfg = small_cfg(QAT_ENABLED=1, QUANT_GRID=grid)
-    model, _, names = qat_model(cfg)
-    for block in model.blocks:
-        torch.nn.init.normal_(block.attn.proj.weight, std=0.05)
-        torch.nn.init.normal_(block.mlp.proj.weight, std=0.05)
-    seen = capture_effective_weights(model)
-    set_fake_quant(model, True)
-    model.train()
-    x = torch.randint(0, cfg.vocab_size, (2, 32))
-    model(x, x).backward()
-    params = dict(model.named_parameters())
-    for name in names:
-        w_eff = seen[name]
-        assert max(len(torch.unique(row)) for row in w_eff) <= 2**6
-        torch.testing.assert_close(w_eff, fake_quantize_rows(params[name].detach(), 6, grid), rtol=0, atol=0)
-        assert params[name].grad is not None and params[name].grad.abs().sum() > 0
-    # evaluation always uses the plain latent weights
-    model.eval()
-    seen.clear()
+    cfg = resolve("smoke")
+    model = build_model(cfg, CPU).eval()
+    x = torch.randint(0, cfg.vocab_size, (3, 40))
+    y = torch.randint(0, cfg.vocab_size, (3, 40))
     with torch.no_grad():
-        model(x, x)
-    for name in names:
-        assert torch.equal(seen[name], params[name].detach())
-
-
-@pytest.mark.slow
-def test_late_qat_switch_reaches_the_compiled_graph_without_recompiling():
-    """techniques.md 2.3: flipping QAT on mid-run must change what the compiled model computes."""
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    cfg = small_cfg(QAT_ENABLED=1, NUM_LAYERS=2)
-    model, _, names = qat_model(cfg)
-    for block in model.blocks:
-        torch.nn.init.normal_(block.attn.proj.weight, std=0.05)
-        torch.nn.init.normal_(block.mlp.proj.weight, std=0.05)
-    model.train()
-    compiled = torch.compile(model, dynamic=False, fullgraph=True)
-    x = torch.randint(0, cfg.vocab_size, (2, 32))
-    before = compiled(x, x).detach()
-    set_fake_quant(model, True)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        after = compiled(x, x).detach()
-    assert not torch.equal(before, after)
-    # eager reference: the same model with every QAT weight replaced by its fake-quantized value
-    reference = build_model(cfg, CPU).train()
-    reference.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        params = dict(reference.named_parameters())
-        for name in names:
-            params[name].copy_(fake_quantize_rows(params[name], 6, cfg.quant_grid))
-    torch.testing.assert_close(after, reference(x, x).detach(), rtol=1e-5, atol=1e-5)
+        per_token = model.token_losses(x, y)
+        mean = model(x, y)
+    assert per_token.shape == (3, 40) and per_token.dtype == torch.float32
+    torch.testing.assert_close(per_token.sum(), mean * y.numel(), rtol=1e-6, atol=1e-5)

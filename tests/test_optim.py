@@ -1,4 +1,4 @@
-"""Muon, the optimizer groups, the LR/momentum schedule and LAWA (techniques.md 1.4, 1.5, 6.1)."""
+"""Muon, the optimizer groups and the LR/momentum schedule (techniques.md 1.4, 1.5)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from golf.config import resolve
-from golf.model import build_model, is_control_tensor
-from golf.optim import Lawa, Muon, budget_fraction, build_optimizers, lr_scale, muon_momentum, newton_schulz5
+from golf.model import Role, build_model, parameter_roles
+from golf.optim import Muon, budget_fraction, build_optimizers, lr_scale, muon_momentum, newton_schulz5
 
 CPU = torch.device("cpu")
 
@@ -61,15 +61,18 @@ def test_muon_rejects_non_matrices():
 def test_optimizer_groups_hold_the_right_parameters():
     cfg = resolve("baseline", overrides={"NUM_LAYERS": 3})
     model = build_model(cfg, CPU)
-    opts = build_optimizers(model, cfg)
+    roles = parameter_roles(model)
+    opts = build_optimizers(model, cfg, roles)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [[names[id(p)] for g in opt.param_groups for p in g["params"]] for opt in opts.all]
     token, muon, scalars = groups
     assert token == ["tok_emb.weight"]
     assert opts.all[1] is opts.muon
-    assert set(muon) == {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.ndim == 2 and not is_control_tensor(n)}
-    assert len(muon) == 6 * 3
-    assert "skip_weights" in scalars and all(is_control_tensor(n) or model.get_parameter(n).ndim < 2 for n in scalars)
+    # the role decides: every block matrix to Muon, every control tensor to the scalar Adam group
+    assert set(muon) == {n for n, r in roles.items() if r.role is Role.MATRIX}
+    assert len(muon) == 6 * 3 and all(n.startswith("blocks.") for n in muon)
+    assert set(scalars) == {n for n, r in roles.items() if r.role is Role.CONTROL}
+    assert "skip_weights" in scalars and "blocks.0.resid_mix" in scalars and "blocks.2.attn.q_gain" in scalars
     assert len(token) + len(muon) + len(scalars) == len(list(model.parameters()))
     lrs = [g["base_lr"] for opt in opts.all for g in opt.param_groups]
     assert lrs == [cfg.tied_embed_lr, cfg.matrix_lr, cfg.scalar_lr]
@@ -78,7 +81,7 @@ def test_optimizer_groups_hold_the_right_parameters():
 def test_untied_head_gets_its_own_adam_group():
     cfg = resolve("baseline", overrides={"NUM_LAYERS": 1, "TIE_EMBEDDINGS": 0})
     model = build_model(cfg, CPU)
-    opts = build_optimizers(model, cfg)
+    opts = build_optimizers(model, cfg, parameter_roles(model))
     assert [g["base_lr"] for opt in opts.all for g in opt.param_groups] == [cfg.embed_lr, cfg.head_lr, cfg.matrix_lr, cfg.scalar_lr]
     assert opts.all[1].param_groups[0]["params"][0] is model.lm_head.weight
 
@@ -113,48 +116,6 @@ def test_momentum_warmup_is_linear_then_constant():
 def test_budget_fraction_uses_time_with_a_cap_and_steps_without():
     assert budget_fraction(resolve("baseline"), 10, 300_000) == pytest.approx(0.5)
     assert budget_fraction(resolve("smoke"), 20, 1e9) == pytest.approx(20 / resolve("smoke").iterations)
-
-
-def _tiny_model():
-    torch.manual_seed(0)
-    return torch.nn.Linear(3, 2)
-
-
-def test_lawa_final_weights_equal_the_mean_of_the_snapshots():
-    cfg = resolve("smoke", overrides={"LAWA_ENABLED": 1, "LAWA_INTERVAL": 3, "LAWA_START_FRAC": 0.5})
-    model, lawa = _tiny_model(), Lawa(cfg)
-    taken = []
-    for step in range(1, 41):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
-        if lawa.due(step, step / 40):
-            lawa.snapshot(model, step)
-            taken.append({n: p.detach().clone() for n, p in model.named_parameters()})
-    assert lawa.snapshot_steps == [s for s in range(1, 41) if s % 3 == 0 and s / 40 >= 0.5]
-    assert lawa.average_into(model) == len(taken)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.detach(), torch.stack([t[name] for t in taken]).mean(0))
-
-
-def test_lawa_k_keeps_only_the_last_k_snapshots():
-    cfg = resolve("smoke", overrides={"LAWA_ENABLED": 1, "LAWA_K": 2})
-    model, lawa = _tiny_model(), Lawa(cfg)
-    taken = []
-    for step in (2, 4, 6, 8):
-        with torch.no_grad():
-            model.weight.fill_(float(step))
-        lawa.snapshot(model, step)
-        taken.append(model.weight.detach().clone())
-    assert lawa.average_into(model) == 2
-    torch.testing.assert_close(model.weight.detach(), (taken[-1] + taken[-2]) / 2)
-
-
-def test_lawa_with_no_snapshot_leaves_the_weights():
-    model = _tiny_model()
-    before = model.weight.detach().clone()
-    assert Lawa(resolve("smoke", overrides={"LAWA_ENABLED": 1})).average_into(model) == 0
-    assert torch.equal(model.weight, before)
 
 
 # --- the Newton-Schulz work split across ranks -------------------------------------------------

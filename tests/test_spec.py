@@ -80,10 +80,11 @@ def test_every_problem_of_the_grid_is_reported_at_once():
 
 
 def test_a_problem_shared_by_configs_names_each_of_them():
-    sweep = Sweep(name="q", grid={"QAT_ENABLED": [0, 1], "LAWA_ENABLED": [0, 1]})
+    sweep = Sweep(name="q", grid={"QAT_ENABLED": [0, 1], "LAWA_ENABLED": [0, 1]},
+                  fixed={"LATE_QAT_THRESHOLD": 0.2, "QAT_START_FRAC": 0.5})
     problems = problems_of(sweep)
-    assert len(problems) == 1
-    assert "set QUANT_FORMAT=int6" in problems[0]
+    assert len(problems) == 1  # the QAT-off configs only get warnings: those knobs do nothing there
+    assert "two start rules" in problems[0]
     assert "QAT_ENABLED=1,LAWA_ENABLED=0" in problems[0] and "QAT_ENABLED=1,LAWA_ENABLED=1" in problems[0]
 
 
@@ -175,3 +176,12 @@ def test_command_line_helpers():
         parse_seeds("1,x")
     assert config_label({}, "baseline") == "baseline"
     assert config_label({"A": "1", "B": "2"}, None) == "A=1,B=2"
+
+
+def test_a_setting_that_is_inert_in_some_configs_is_a_warning_and_the_sweep_plans():
+    """LATE_QAT_THRESHOLD does nothing in the QAT-off configs: that must not stop the grid."""
+    sweep = Sweep(name="late", fixed={"LATE_QAT_THRESHOLD": 0.15, "QUANT_FORMAT": "int6"},
+                  grid={"QAT_ENABLED": [0, 1]})
+    plan = plan_sweep(sweep, scale="smoke", environ={})
+    assert plan.labels == ("QAT_ENABLED=0", "QAT_ENABLED=1")
+    assert plan.fixed_env["LATE_QAT_THRESHOLD"] == "0.15"

@@ -23,9 +23,10 @@ from sweeps.stats import (
     StatsError,
     ValueSource,
     compare,
-    format_comparison,
     resolve_sample,
 )
+from sweeps.commands import compare as compare_command
+from sweeps.commands.compare import format_comparison
 from sweeps.submissions import SubmissionError
 
 LN2 = math.log(2)
@@ -39,7 +40,7 @@ OWN_LEADERBOARD = TEST_DATA / "leaderboard" / "canonical.csv"
 
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sweeps")
-    stats.register(parser.add_subparsers(dest="command", required=True))
+    compare_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -340,7 +341,7 @@ def test_a_new_value_source_can_be_registered(monkeypatch: pytest.MonkeyPatch) -
     stats.register_value_source(source)
     assert stats.VALUE_SOURCES[-1].name == "numbers"  # the catch-all stays last
     assert resolve_sample("constant:3").values == (1.0, 1.0, 1.0)
-    assert "constant:N" in stats._epilog()
+    assert "constant:N" in compare_command._epilog()
     with pytest.raises(ValueError, match="already registered"):
         stats.register_value_source(source)
 
@@ -417,7 +418,7 @@ def test_cli_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str],
 
 def test_cli_help_explains_tests_margin_sources_and_example() -> None:
     parser = argparse.ArgumentParser(prog="sweeps")
-    stats.register(parser.add_subparsers(dest="command"))
+    compare_command.register(parser.add_subparsers(dest="command"))
     text = parser._subparsers._group_actions[0].choices["compare"].format_help()  # type: ignore
     for part in ("--test acceptance", "--test welch", "0.005", "tokens_per_byte",
                  "leaderboard:FILE.csv[:RUN NAME]", "PATH/submission.json", "V1,V2,...",
@@ -428,10 +429,10 @@ def test_cli_help_explains_tests_margin_sources_and_example() -> None:
 def test_real_subprocess_json_and_exit_codes() -> None:
     program = (
         "import argparse, sys\n"
-        "from sweeps import leaderboard, stats\n"
+        "from sweeps.commands import compare, leaderboard\n"
         "parser = argparse.ArgumentParser(prog='sweeps')\n"
         "sub = parser.add_subparsers(dest='command', required=True)\n"
-        "stats.register(sub)\n"
+        "compare.register(sub)\n"
         "leaderboard.register(sub)\n"
         "args = parser.parse_args(sys.argv[1:])\n"
         "sys.exit(args.func(args))\n"

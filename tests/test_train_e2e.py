@@ -102,9 +102,32 @@ def test_qat_and_lawa_are_really_on(tmp_path, demo_data):
     # LAWA: snapshots every 2 steps once 80% of the 40 steps are done, then their mean
     assert lawa["snapshot_steps"] == [32, 34, 36, 38, 40] and lawa["snapshots"] == 5
     assert "lawa:applying average of 5 checkpoints" in log
-    assert result["metrics"]["evaluations"]["pre_quant"]["label"] == "pre-quantization post-lawa"
+    evaluations = result["metrics"]["evaluations"]
+    # both pre-quantization numbers are kept: the raw weights' and the average's
+    assert evaluations["pre_quant"]["label"] == "step:40"
+    assert evaluations["pre_quant_post_lawa"]["label"] == "pre-quantization post-lawa"
     assert "Total submission size int6+zstd-22:" in log
     assert result["metrics"]["headline_metric"] == "final_int6_zstd_roundtrip"
+
+
+def test_qat_int5_int6_ema_swa_and_lawa_all_act_in_one_run(tmp_path, demo_data):
+    run_dir = tmp_path / "run"
+    env = smoke_env(demo_data, run_dir, QAT_ENABLED=1, QAT_BITS_MLP=5, LATE_QAT_THRESHOLD=0.5,
+                    EMA_ENABLED=1, EMA_DECAY=0.9, SWA_ENABLED=1, SWA_START_FRAC=0.5,
+                    LAWA_ENABLED=1, QUANT_FORMAT="int6", COMPRESSOR="zstd")
+    proc = run_golf(train_module(), env, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    techniques = result["techniques"]
+    assert techniques["qat"]["bits"] == {"int5": 8, "int6": 16} and techniques["qat"]["enabled_at_step"] == 35
+    assert techniques["lawa"]["snapshots"] == 5
+    assert techniques["ema"]["enabled"] and techniques["ema"]["updates"] == 40
+    # SWA: LR scale below 0.5 from step 35 on (the warmdown's last 12 of 40 steps), every 2nd step
+    assert techniques["swa"]["snapshot_steps"] == [36, 38, 40]
+    assert techniques["weight_choice"]["chosen"] == "swa"
+    assert result["warnings"] == []
+    assert result["metrics"]["evaluations"]["pre_quant_post_swa"]["label"] == "pre-quantization post-swa"
+    assert result["status"] == "ok"
 
 
 def test_eval_only_resume_scores_the_saved_artifact_without_training(tmp_path, demo_data):
@@ -128,15 +151,15 @@ def test_eval_only_resume_scores_the_saved_artifact_without_training(tmp_path, d
 
 
 def test_missing_data_fails_before_training_with_a_clear_message(tmp_path, demo_data):
+    # Checked before any compute, like a bad config: exit 2, one line, nothing started.
     run_dir = tmp_path / "run"
     env = smoke_env(demo_data, run_dir)
     env["DATA_PATH"] = str(tmp_path / "nowhere")
     proc = run_golf(train_module(), env, tmp_path)
-    assert proc.returncode == 1
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["status"] == "failed" and "nowhere" in result["error"]
-    assert "golf.train failed:" in proc.stdout.strip().splitlines()[-1]
-    assert "step:" not in (run_dir / "train.log").read_text()
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("golf.train: DATA_PATH:") and "nowhere" in line and "golf data demo" in line
+    assert not run_dir.exists()
 
 
 def test_bad_config_exits_2_before_any_compute(tmp_path, demo_data):

@@ -26,10 +26,11 @@ def test_warmup_then_restore_leaves_no_trace(tmp_path, demo_data):
                                       "RUN_DIR": tmp_path / "run", "LOG_TO_FILE": 0, "WARMUP_STEPS": 3})
     trial = Trial(cfg, "baseline", "smoke", CPU_CTX)
     train_files, _, _ = trial.load_data()
-    model, base = trial.build_model()
-    optimizers = build_optimizers(base, cfg)
+    model = trial.build_model()
+    base = trial.base
+    optimizers = trial.training.optimizers = build_optimizers(base, cfg, trial.roles)
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    trial.warmup_then_restore(model, base, optimizers, train_files)
+    trial.warmup_then_restore(model, train_files)
     after = base.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(not opt.state for opt in optimizers.all)
@@ -62,7 +63,7 @@ def test_golf_cli_reports_config_errors_with_exit_2(capsys):
     assert "NUM_HEADS=3" in capsys.readouterr().err
     assert golf_main(["train", "--list-config"]) == 0
     listing = capsys.readouterr().out
-    assert "QAT_ENABLED (alias ENABLE_QAT)" in listing and "LAWA_INTERVAL (alias LAWA_FREQ)" in listing
+    assert "QAT_ENABLED (alias ENABLE_QAT, USE_LATE_QAT, LATE_QAT)" in listing and "LAWA_INTERVAL (alias LAWA_FREQ)" in listing
 
 
 @pytest.mark.slow

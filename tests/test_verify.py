@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -32,11 +31,11 @@ def experiment(tmp_path) -> Path:
     return target
 
 
-def _args(**given) -> argparse.Namespace:
+def _args(**given) -> dict:
     values = dict(preset=None, source=None, top=1, seeds="1337,42,2024", scale=None, overrides=[],
                   name=None, max_failures=2)
     values.update(given)
-    return argparse.Namespace(**values)
+    return values
 
 
 def _rows(**columns) -> pd.DataFrame:
@@ -70,25 +69,25 @@ def test_top_configs_rank_by_mean_val_bpb(experiment):
 
 
 def test_verification_sweeps_from_a_preset_or_an_experiment(experiment):
-    sweep, scale = verification_sweep(_args(preset="smoke", overrides=["ITERATIONS=30"]))
+    sweep, scale = verification_sweep(**_args(preset="smoke", overrides=["ITERATIONS=30"]))
     assert scale == "smoke" and sweep.fixed == {"ITERATIONS": "30"} and sweep.seeds == (1337, 42, 2024)
-    assert sweep.scheduler is None and sweep.name == "verify_smoke_smoke"
-    sweep, scale = verification_sweep(_args(source=str(experiment), top=1, seeds="5,6"))
+    assert sweep.scheduler is None and sweep.name == "verify_smoke"
+    sweep, scale = verification_sweep(**_args(source=str(experiment), top=1, seeds="5,6"))
     assert scale == "smoke" and sweep.configs == [{"QAT_ENABLED": "1"}]
     assert sweep.fixed == {"QUANT_FORMAT": "int6", "COMPRESSOR": "zstd", "ITERATIONS": "10"}
     assert sweep.name == "verify_qat_small_top1_smoke"
     plan = plan_sweep(sweep, scale=scale)
     assert plan.labels == ("QAT_ENABLED=1",) and plan.seeds == (5, 6)
     with pytest.raises(VerifyError, match="swept by the source"):
-        verification_sweep(_args(source=str(experiment), overrides=["QAT_ENABLED=0"]))
+        verification_sweep(**_args(source=str(experiment), overrides=["QAT_ENABLED=0"]))
     with pytest.raises(VerifyError, match="--preset NAME"):
-        verification_sweep(_args())
+        verification_sweep(**_args())
     with pytest.raises(VerifyError, match="sweep.json is missing"):
-        verification_sweep(_args(source=str(experiment / "e3d9e_00000_QAT_ENABLED=0_seed1337")))
+        verification_sweep(**_args(source=str(experiment / "e3d9e_00000_QAT_ENABLED=0_seed1337")))
 
 
 def test_record_folder_of_a_smoke_config_with_a_failed_seed(experiment, tmp_path):
-    sweep, scale = verification_sweep(_args(source=str(experiment), top=1))
+    sweep, scale = verification_sweep(**_args(source=str(experiment), top=1))
     table = load_results(experiment)
     plan = plan_sweep(sweep, scale=scale, seeds=(1337, 42, 2024))
     rows = table[table["label"] == "QAT_ENABLED=1"]
@@ -136,7 +135,7 @@ def test_verify_at_smoke_scale_writes_a_valid_record_folder(tmp_path):
     assert f"record folder: {folder}" in done.stdout and "compliance: every check passed" in done.stdout
     submission = load_submission(folder / "submission.json")
     assert submission.seeds == ("1337", "42")
-    table = load_results(tmp_path / "exp" / "verify_smoke_smoke")
+    table = load_results(tmp_path / "exp" / "verify_smoke")
     for result in submission.per_seed:
         row = table[table["seed"] == int(result.seed)].iloc[0]
         run = json.loads((Path(row["trial_dir"]) / "run" / "result.json").read_text())

@@ -1,15 +1,7 @@
-"""The model: the challenge's baseline GPT and its building blocks."""
+"""The model: the challenge's baseline GPT, its building blocks and the roles of its parameters."""
 
-from golf.model.gpt import (
-    GPT,
-    attach_fake_quant,
-    build_model,
-    is_control_tensor,
-    set_fake_quant,
-)
-from golf.model.layers import CastedLinear, FakeQuant
+from golf.model.gpt import GPT, build_model
+from golf.model.layers import CastedLinear
+from golf.model.roles import ParamRole, Role, parameter_roles
 
-__all__ = [
-    "GPT", "CastedLinear", "FakeQuant", "attach_fake_quant",
-    "build_model", "is_control_tensor", "set_fake_quant",
-]
+__all__ = ["GPT", "CastedLinear", "ParamRole", "Role", "build_model", "parameter_roles"]

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
+from golf.model.roles import ParamRole, Role
 
 
 def _import_flash_attn() -> tuple[str, Callable[..., Tensor]] | None:
@@ -58,6 +59,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, kernel: str) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
+    role_group = "attn"
+
     def __init__(
         self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
         kernel: str = "sdpa",
@@ -74,6 +77,9 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(self.head_dim, rope_base)
         self.kernel = kernel
+
+    def parameter_roles(self) -> dict[str, ParamRole]:
+        return {"q_gain": ParamRole(Role.CONTROL)}
 
     def forward(self, x: Tensor) -> Tensor:
         bsz, seqlen, dim = x.shape

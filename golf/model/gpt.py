@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf.config import GolfConfig
 from golf.model.attention import CausalSelfAttention
-from golf.model.layers import CastedLinear, FakeQuant, rms_norm
-# Small "control" tensors are trained by the scalar Adam group and exported as fp32 passthrough;
-# the export owns the name patterns so training and export cannot disagree.
-from golf.quant.export import is_control_tensor
+from golf.model.layers import CastedLinear, rms_norm
+from golf.model.roles import ParamRole, Role, parameter_roles
+
+if TYPE_CHECKING:
+    from golf.config import GolfConfig
 
 
 class MLP(nn.Module):
+    role_group = "mlp"
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.fc = CastedLinear(dim, hidden)
@@ -39,6 +41,10 @@ class Block(nn.Module):
         # Row 0 weighs the running stream, row 1 the embedding anchor x0; init = pure stream.
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
 
+    def parameter_roles(self) -> dict[str, ParamRole]:
+        control = ParamRole(Role.CONTROL)
+        return {"attn_scale": control, "mlp_scale": control, "resid_mix": control}
+
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
@@ -58,6 +64,12 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, kernel) for _ in range(cfg.num_layers))
         self.lm_head = None if cfg.tie_embeddings else CastedLinear(cfg.model_dim, cfg.vocab_size, zero_init=True)
         self._init_weights(cfg)
+
+    def parameter_roles(self) -> dict[str, ParamRole]:
+        roles = {"tok_emb.weight": ParamRole(Role.EMBEDDING), "skip_weights": ParamRole(Role.CONTROL)}
+        if self.lm_head is not None:
+            roles["lm_head.weight"] = ParamRole(Role.HEAD)
+        return roles
 
     def _init_weights(self, cfg: GolfConfig) -> None:
         if self.lm_head is None:
@@ -89,6 +101,16 @@ class GPT(nn.Module):
         logits = self.logits(input_ids)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1))
 
+    def token_losses(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+        """Next-token cross-entropy of every position in nats, shape [B, T] (fp32).
+
+        Evaluators that weigh or select positions (sliding windows, test-time training) need the
+        per-token losses; their mean is :meth:`forward` up to float summation order.
+        """
+        logits = self.logits(input_ids)
+        losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target_ids.reshape(-1), reduction="none")
+        return losses.view_as(target_ids)
+
 
 def build_model(cfg: GolfConfig, device: torch.device, kernel: str = "sdpa") -> GPT:
     """The GPT on ``device`` in the reference's precision layout.
@@ -102,39 +124,8 @@ def build_model(cfg: GolfConfig, device: torch.device, kernel: str = "sdpa") -> 
         for module in model.modules():
             if isinstance(module, CastedLinear):
                 module.float()
-        for name, param in model.named_parameters():
-            if (param.ndim < 2 or is_control_tensor(name)) and param.dtype != torch.float32:
+        for name, role in parameter_roles(model).items():
+            param = model.get_parameter(name)
+            if role.role is Role.CONTROL and param.dtype != torch.float32:
                 param.data = param.data.float()
     return model
-
-
-def attach_fake_quant(
-    model: nn.Module, is_target: Callable[[str, Tensor], bool], spec: FakeQuant
-) -> list[str]:
-    """Give every CastedLinear whose weight ``is_target(name, weight)`` accepts a QAT switch (off).
-
-    The predicate is the export's own rule for which tensors go on the integer grid, so QAT trains
-    exactly the weights the artifact quantizes. Returns the weight names, sorted.
-    """
-    names = []
-    for module_name, module in model.named_modules():
-        if isinstance(module, CastedLinear):
-            weight_name = f"{module_name}.weight"
-            if is_target(weight_name, module.weight):
-                module.fake_quant = spec
-                module.register_buffer(
-                    "qat_alpha", torch.zeros((), dtype=torch.float32, device=module.weight.device),
-                    persistent=False,
-                )
-                names.append(weight_name)
-    return sorted(names)
-
-
-def set_fake_quant(model: nn.Module, active: bool) -> int:
-    """Switch QAT on or off in every layer that has it (a tensor write: no recompile); returns the count."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, CastedLinear) and module.fake_quant is not None:
-            module.qat_alpha.fill_(1.0 if active else 0.0)
-            count += 1
-    return count

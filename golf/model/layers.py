@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf.quant.qat import ste_fake_quant
-
-
-@dataclass(frozen=True)
-class FakeQuant:
-    """The integer grid a layer's weight is snapped to in training (STE QAT, techniques.md 2.2)."""
-
-    bits: int
-    grid: str
+from golf.model.roles import ParamRole, Role
 
 
 class CastedLinear(nn.Linear):
     """A linear layer whose fp32 master weight is cast to the activation dtype inside the matmul.
 
-    With ``fake_quant`` set (by ``attach_fake_quant``), the layer owns a 0-dim ``qat_alpha`` buffer: 0 = plain weight,
-    1 = the weight snapped to its integer grid in the forward pass with a straight-through
-    gradient. The switch is a tensor so that a compiled graph sees it flip (techniques.md 2.3);
-    QAT only acts in training mode, evaluation always uses the plain (or exported) weight.
+    ``train_weight`` is a seam for techniques that change the weight the forward pass uses in
+    training (QAT's fake quantization): a module mapping the master weight to the weight used.
+    Evaluation always uses the plain (or exported) weight.
     """
 
     def __init__(self, in_features: int, out_features: int, *, zero_init: bool = False) -> None:
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
-        self.fake_quant: FakeQuant | None = None  # set with golf.model.gpt.attach_fake_quant
+        self.train_weight: nn.Module | None = None
+
+    def parameter_roles(self) -> dict[str, ParamRole]:
+        return {"weight": ParamRole(Role.MATRIX)}
 
     def effective_weight(self) -> Tensor:
-        if self.fake_quant is not None and self.training:
-            return ste_fake_quant(self.weight, self.qat_alpha, self.fake_quant.bits, self.fake_quant.grid)
+        if self.train_weight is not None and self.training:
+            return self.train_weight(self.weight)
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,19 +1,23 @@
 """Which parameter goes to which optimizer, with which learning rate (techniques.md 1.4).
 
-Muon takes every 2-D block matrix that is not a control tensor; Adam takes the token embedding,
-the untied head (if any) and the scalars/control tensors/skip weights, each group at its own LR.
+A parameter's role decides (golf.model.roles): Muon takes the block matrices (and banks); Adam
+takes the token embedding, the untied head and the control tensors, each group at its own LR.
 Every group carries ``base_lr`` so the schedule can set ``lr = base_lr * scale`` each step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from golf.config import GolfConfig
-from golf.model import GPT, is_control_tensor
+from golf.model.roles import Role, RoleMap
 from golf.optim.muon import Muon
+
+if TYPE_CHECKING:
+    from golf.config import GolfConfig
 
 
 @dataclass
@@ -36,6 +40,12 @@ class OptimizerSet:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * scale
 
+    def scale_base_lr(self, factor: float) -> None:
+        """Multiply every group's base LR by ``factor`` from now on (the schedule still applies)."""
+        for opt in self.all:
+            for group in opt.param_groups:
+                group["base_lr"] *= factor
+
     def set_muon_momentum(self, momentum: float) -> None:
         for group in self.muon.param_groups:
             group["momentum"] = momentum
@@ -48,37 +58,32 @@ class OptimizerSet:
             opt.load_state_dict(state)
 
 
-def split_block_params(model: GPT) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """(Muon matrices, scalar/control params) of the blocks, plus the skip weights as scalars."""
-    matrices, scalars = [], []
-    for name, p in model.blocks.named_parameters():
-        if p.ndim == 2 and not is_control_tensor(name):
-            matrices.append(p)
-        else:
-            scalars.append(p)
-    if model.skip_weights.numel() > 0:
-        scalars.append(model.skip_weights)
-    return matrices, scalars
+def params_by_role(model: nn.Module, roles: RoleMap) -> dict[Role, list[nn.Parameter]]:
+    """The model's parameters grouped by role, each list in ``named_parameters()`` order."""
+    grouped: dict[Role, list[nn.Parameter]] = {role: [] for role in Role}
+    for name, p in model.named_parameters():
+        grouped[roles[name].role].append(p)
+    return grouped
 
 
-def build_optimizers(model: GPT, cfg: GolfConfig) -> OptimizerSet:
-    matrices, scalars = split_block_params(model)
-    device = model.tok_emb.weight.device
+def build_optimizers(model: nn.Module, cfg: GolfConfig, roles: RoleMap) -> OptimizerSet:
+    by_role = params_by_role(model, roles)
+    device = next(model.parameters()).device
     fused = device.type == "cuda"
     adam = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
     token_lr = cfg.tied_embed_lr if cfg.tie_embeddings else cfg.embed_lr
 
-    def adam_group(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    def adam_group(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam([{"params": params, "lr": lr, "base_lr": lr}], **adam)
 
-    optimizers: list[torch.optim.Optimizer] = [adam_group([model.tok_emb.weight], token_lr)]
-    if model.lm_head is not None:
-        optimizers.append(adam_group([model.lm_head.weight], cfg.head_lr))
+    optimizers: list[torch.optim.Optimizer] = [adam_group(by_role[Role.EMBEDDING], token_lr)]
+    if by_role[Role.HEAD]:
+        optimizers.append(adam_group(by_role[Role.HEAD], cfg.head_lr))
     # NS5 in bf16 is the reference on GPUs; CPUs without bf16 units are faster (and exact-er) in fp32.
     ns_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    muon = Muon(matrices, lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
+    muon = Muon(by_role[Role.MATRIX] + by_role[Role.BANK], lr=cfg.matrix_lr, momentum=cfg.muon_momentum,
                 backend_steps=cfg.muon_backend_steps, ns_dtype=ns_dtype)
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr
-    optimizers += [muon, adam_group(scalars, cfg.scalar_lr)]
+    optimizers += [muon, adam_group(by_role[Role.CONTROL], cfg.scalar_lr)]
     return OptimizerSet(all=optimizers, muon=muon)

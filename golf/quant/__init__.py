@@ -1,26 +1,25 @@
-"""Quantization of the trained model: integer grids, STE QAT, export formats, compression, and
-the byte accounting of the artifact. No Ray here; zstandard is imported only when zstd is used."""
+"""Quantization of the trained model: integer grids, STE QAT, the per-tensor export policy, the
+codec registry and the artifact container, and the byte accounting of the artifact. No Ray here;
+zstandard and brotli are imported only when their codec is used."""
 
 from golf.quant.artifact import SIZE_LIMIT_BYTES, ArtifactSize, code_bytes, loaded_source_files
 from golf.quant.compress import (
+    CODEC_NAMES,
     CODECS,
+    REFERENCE_CODEC,
+    Codec,
+    CodecSpec,
     CodecUnavailableError,
-    codec_label,
-    compress,
-    decompress,
-    detect_codec,
+    codec_spec,
     ensure_available,
 )
 from golf.quant.export import (
-    CONTROL_TENSOR_NAME_PATTERNS,
-    INT6_BITS,
-    QUANT_FORMATS,
     ExportFormat,
+    ExportStats,
+    UnpackedArtifact,
     dequantize_state_dict,
-    is_control_tensor,
-    is_int6_tensor,
+    export_formats,
     pack_artifact,
-    qat_target_names,
     quantize_state_dict,
     unpack_artifact,
 )
@@ -32,33 +31,35 @@ from golf.quant.grid import (
     quantize_rows,
     row_scales,
 )
+from golf.quant.policy import QUANT_FORMATS, ExportPolicy, TensorFormat
 from golf.quant.qat import ste_fake_quant
 
 __all__ = [
     "CODECS",
-    "CONTROL_TENSOR_NAME_PATTERNS",
+    "CODEC_NAMES",
     "GRID_MODES",
-    "INT6_BITS",
     "QUANT_FORMATS",
+    "REFERENCE_CODEC",
     "SIZE_LIMIT_BYTES",
     "ArtifactSize",
+    "Codec",
+    "CodecSpec",
     "CodecUnavailableError",
     "ExportFormat",
+    "ExportPolicy",
+    "ExportStats",
+    "TensorFormat",
+    "UnpackedArtifact",
     "clip_range",
     "code_bytes",
-    "codec_label",
-    "compress",
-    "decompress",
+    "codec_spec",
     "dequantize_rows",
     "dequantize_state_dict",
-    "detect_codec",
     "ensure_available",
+    "export_formats",
     "fake_quantize_rows",
-    "is_control_tensor",
-    "is_int6_tensor",
     "loaded_source_files",
     "pack_artifact",
-    "qat_target_names",
     "quantize_rows",
     "quantize_state_dict",
     "row_scales",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SIZE_LIMIT_BYTES = 16_000_000
+from golf.contract import SIZE_LIMIT_BYTES
 
 
 def _belongs_to(module_name: str, package: str) -> bool:

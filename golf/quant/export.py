@@ -1,21 +1,28 @@
-"""Artifact formats: the reference int8 export (techniques.md 1.6) and int6 for attention/MLP.
+"""The artifact: every state_dict tensor stored in the format the export policy gives it
+(:mod:`golf.quant.policy`), the object ``torch.save``'d and compressed behind a codec header
+(:mod:`golf.quant.container`).
 
-How a state_dict tensor is stored, in this order of rules:
+Formats (:class:`golf.quant.policy.TensorFormat`): ``raw`` (non-float tensors, as they are),
+``float`` passthrough in fp32/fp16/bf16 (the original dtype recorded and restored), and ``int``:
+int8 codes of 2..8 bits with per-row fp16 scales or one fp32 scale per tensor, on the relative or
+floored grid (techniques.md 2.1), each row clipped at its max |w| (``absmax``, the grid QAT trains
+on, :mod:`golf.quant.grid`) or at the reference's 99.99984th percentile of |w| (``percentile``).
 
-1. non-float tensors: as they are;
-2. control tensors (:data:`CONTROL_TENSOR_NAME_PATTERNS`; gains, scales, mixes, skip weights):
-   fp32, whatever their size, because small changes there swing the whole network;
-3. float tensors with at most ``keep_float_max_numel`` elements: fp16 (original dtype recorded);
-4. int6 format only: 2-D matrices of attention and MLP modules (:func:`is_int6_tensor`): per-row
-   int6 grid of :mod:`golf.quant.grid` in the format's grid mode, fp16 scales;
-5. every other 2-D float tensor: the reference's per-row int8 (clip at the 99.99984th percentile
-   of |row|, scale ``max(clip/127, 1/127)`` stored fp16);
-6. any other float tensor: one per-tensor int8 scale from the same percentile, no floor.
+The object's layout (its ``__quant_format__``) is the oldest one that can say what is stored, so
+that payloads written before the per-tensor policy keep their bytes:
 
-The int8 format is the reference's byte for byte: same object layout, keys and
-``__quant_format__``, so its artifact size and roundtrip score are comparable with the
-leaderboard's ``int8+zlib`` runs. (The one extension: a control tensor that is not fp32 gets its
-dtype recorded so the roundtrip restores it; the reference returned such a tensor as fp32.)
+- ``int8_clean_per_row_v1``: the reference's own (techniques.md 1.6), when every tensor is stored
+  as the reference stores it. With zlib-9 and no shuffle the artifact is the reference's bare zlib
+  stream, byte for byte, so its size compares with the leaderboard's ``int8+zlib`` runs. (One
+  extension, as before: a control tensor that is not fp32 gets its dtype recorded so the
+  roundtrip restores it; the reference returned such a tensor as fp32.)
+- ``int6_attn_mlp_per_row_v1``: golf's int6 format, when int6 absmax rows are the only addition;
+  the int6+zstd-22 payload inside the container is the frame golf wrote before the container.
+- ``golf_tensor_policy_v1``: anything else; ``qmeta`` records each integer tensor's scheme, bits,
+  grid and clip rule.
+
+All three have the keys ``quantized``, ``scales``, ``dtypes``, ``passthrough`` (and ``qmeta``,
+``passthrough_orig_dtypes`` when not empty), and one reader dequantizes them all.
 
 The fp16 scale subtlety (techniques.md 2.1): QAT snaps a row to ``s * q`` with ``s`` in fp32; the
 export derives the same codes ``q`` from the same fp32 ``s`` (so the codes match QAT's exactly)
@@ -27,174 +34,303 @@ max on the relative grid): far below the half step ``s / 2`` that quantization i
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from golf.quant.compress import CODECS, codec_label, compress, decompress, ensure_available
-from golf.quant.grid import GRID_MODES, quantize_rows
-
-QUANT_FORMATS = ("int8", "int6")
-
-CONTROL_TENSOR_NAME_PATTERNS = (
-    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes",
-    "q_gain", "skip_weight", "skip_weights",
+from golf.model.roles import ParamRole, state_roles
+from golf.quant import container
+from golf.quant.compress import CodecSpec, ensure_available
+from golf.quant.grid import _RELATIVE_MIN_SCALE, clip_range, quantize_rows
+from golf.quant.policy import (
+    FP16,
+    FP32,
+    RAW,
+    REFERENCE_INT8_ROWS,
+    REFERENCE_INT8_TENSOR,
+    ExportPolicy,
+    TensorFormat,
 )
-# Parameter-name fragments of the matrices the int6 format (and QAT) puts on the int6 grid (#137).
-INT6_MODULE_PATTERNS = (".attn.", ".mlp.")
-INT6_BITS = 6
 
-INT8_FORMAT_ID = "int8_clean_per_row_v1"
-INT6_FORMAT_ID = "int6_attn_mlp_per_row_v1"
-_FORMAT_IDS = (INT8_FORMAT_ID, INT6_FORMAT_ID)
+REFERENCE_LAYOUT = "int8_clean_per_row_v1"
+INT6_LAYOUT = "int6_attn_mlp_per_row_v1"
+POLICY_LAYOUT = "golf_tensor_policy_v1"
+LAYOUTS = (REFERENCE_LAYOUT, INT6_LAYOUT, POLICY_LAYOUT)
 
 INT8_CLIP_PERCENTILE = 99.99984
 INT8_CLIP_Q = INT8_CLIP_PERCENTILE / 100.0
-KEEP_FLOAT_STORE_DTYPE = torch.float16
 PER_ROW_SCALE_DTYPE = torch.float16
+FLOAT_STORE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # torch.quantile refuses a single reduction over more elements than this.
 _QUANTILE_MAX_NUMEL = 2**24
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """How the trained state_dict becomes the compressed artifact."""
+    """The export a run is configured with: the base rules' format, the codec, and the names the
+    log, the metrics and the artifact file get from them."""
 
     quant: str
     """``"int8"`` (the reference export) or ``"int6"`` (attention/MLP matrices on the int6 grid)."""
-    compressor: str
-    """``"zlib"`` (level 9) or ``"zstd"`` (level 22)."""
+    codec: CodecSpec
     grid: str = "relative"
-    """int6 grid mode (:data:`golf.quant.grid.GRID_MODES`); the int8 path is always the reference's."""
+    """Grid convention of the int6 rows (:data:`golf.quant.grid.GRID_MODES`)."""
     keep_float_max_numel: int = 65_536
-    """Float tensors with at most this many elements are stored as fp16 instead of quantized."""
+    """Float tensors with at most this many elements are stored as floats instead of quantized."""
 
     def __post_init__(self) -> None:
-        if self.quant not in QUANT_FORMATS:
-            raise ValueError(f"export quant {self.quant!r} is unknown: use one of {QUANT_FORMATS}")
-        if self.compressor not in CODECS:
-            raise ValueError(f"export compressor {self.compressor!r} is unknown: use one of {CODECS}")
-        if self.grid not in GRID_MODES:
-            raise ValueError(f"export grid {self.grid!r} is unknown: use one of {GRID_MODES}")
-        numel = self.keep_float_max_numel
-        if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
-            raise ValueError(
-                f"keep_float_max_numel={numel!r} must be an int >= 0 (the reference uses 65536)"
-            )
+        if not isinstance(self.codec, CodecSpec):
+            raise ValueError(f"export codec {self.codec!r} is not a CodecSpec: build it with golf.quant.codec_spec")
+        self.base_policy()  # checks quant, grid and keep_float_max_numel
 
     @property
     def label(self) -> str:
-        """Name in log lines, e.g. ``int8+zlib`` (the reference's text) or ``int6+zstd-22``."""
-        return f"{self.quant}+{codec_label(self.compressor)}"
+        """Name in log lines: ``int8+zlib`` (the reference's text), ``int6+zstd-22``,
+        ``int6+lzma-9e``, ``int6+brotli-11+shuffle2``."""
+        return f"{self.quant}+{self.codec.label}"
 
     @property
     def metric_prefix(self) -> str:
         """Prefix of the roundtrip metric, e.g. ``final_int8_zlib`` (the caller adds ``_roundtrip``)."""
-        return f"final_{self.quant}_{self.compressor}"
+        return f"final_{self.quant}_{self.codec.name}"
 
     @property
     def filename(self) -> str:
         """Artifact file name, e.g. ``final_model.int8.ptz``."""
         return f"final_model.{self.quant}.ptz"
 
-
-def is_control_tensor(name: str) -> bool:
-    """Whether ``name`` is a control tensor, always exported as fp32."""
-    return any(pattern in name for pattern in CONTROL_TENSOR_NAME_PATTERNS)
-
-
-def is_int6_tensor(name: str, t: Tensor, fmt: ExportFormat) -> bool:
-    """Whether ``fmt`` exports this tensor on the int6 grid; QAT fake-quantizes exactly these.
-
-    Works on state_dict entries and on parameters alike (same names, same shapes), which keeps
-    training and export from drifting apart.
-    """
-    return (
-        fmt.quant == "int6"
-        and t.is_floating_point()
-        and t.ndim == 2
-        and t.numel() > fmt.keep_float_max_numel
-        and any(pattern in name for pattern in INT6_MODULE_PATTERNS)
-        and not is_control_tensor(name)
-    )
+    def base_policy(self) -> ExportPolicy:
+        """The base rules of this format, without any technique's overrides."""
+        return ExportPolicy(quant=self.quant, grid=self.grid, keep_float_max_numel=self.keep_float_max_numel)
 
 
-def qat_target_names(named_parameters: Iterable[tuple[str, Tensor]], fmt: ExportFormat) -> list[str]:
-    """Names of the parameters QAT must fake-quantize so that it trains on the export's grid.
+def format_key(fmt: TensorFormat) -> str:
+    """The short name a format is counted under: ``int6``, ``int8``, ``fp16``, ``fp32``, ``raw``."""
+    if fmt.kind == "int":
+        return f"int{fmt.bits}"
+    return fmt.dtype if fmt.kind == "float" else "raw"
 
-    Pass ``model.named_parameters()`` of the uncompiled model. Raises when there is nothing to
-    quantize, so a QAT toggle can never be on while doing nothing.
-    """
-    if fmt.quant != "int6":
+
+def _key_order(key: str) -> tuple[int, int, str]:
+    if key.startswith("int"):
+        return (0, int(key[3:]), key)
+    return (1 if key != "raw" else 2, 0, key)
+
+
+@dataclass
+class ExportStats:
+    """What the export stored: tensor counts and bytes per format, and the artifact's sizes."""
+
+    param_count: int = 0
+    num_tensors: int = 0
+    baseline_tensor_bytes: int = 0
+    """The state_dict's tensors as they are."""
+    payload_bytes: int = 0
+    """The stored tensors (codes, scales, passthrough)."""
+    formats: dict[str, int] = field(default_factory=dict)
+    """Tensors per format key (:func:`format_key`)."""
+    format_bytes: dict[str, int] = field(default_factory=dict)
+    """Payload bytes per format key."""
+    layout: str = ""
+    raw_torch_bytes: int = 0
+    """The torch.save output (0 until packed)."""
+    compressed_bytes: int = 0
+    """The artifact's model bytes (0 until packed)."""
+    codec: str = ""
+    """The codec's label (empty until packed)."""
+
+    def count(self, fmt: TensorFormat, nbytes: int) -> None:
+        key = format_key(fmt)
+        self.formats[key] = self.formats.get(key, 0) + 1
+        self.format_bytes[key] = self.format_bytes.get(key, 0) + nbytes
+        self.payload_bytes += nbytes
+
+    def summary(self) -> str:
+        """Tensor counts per format for the log, e.g. ``int6:18 int8:2 fp16:5 fp32:40 raw:1``."""
+        return " ".join(f"{key}:{self.formats[key]}" for key in sorted(self.formats, key=_key_order))
+
+    def as_dict(self) -> dict[str, Any]:
+        """For train_state.json / result.json."""
+        return {
+            "param_count": self.param_count, "num_tensors": self.num_tensors,
+            "baseline_tensor_bytes": self.baseline_tensor_bytes, "payload_bytes": self.payload_bytes,
+            "raw_torch_bytes": self.raw_torch_bytes, "compressed_bytes": self.compressed_bytes,
+            "layout": self.layout, "codec": self.codec, "formats": dict(self.formats),
+            "format_bytes": dict(self.format_bytes), "summary": self.summary(),
+        }
+
+
+@dataclass(frozen=True)
+class UnpackedArtifact:
+    state_dict: dict[str, Tensor]
+    """The dequantized state_dict: the original keys, shapes and dtypes."""
+    codec: CodecSpec
+    """The codec the artifact names (a headerless one: zlib-9 or zstd-22, what golf wrote then)."""
+    headerless: bool
+    """True for the reference's bare zlib stream and artifacts from before the container."""
+    layout: str
+    """The object's ``__quant_format__``."""
+
+
+# --- which format each tensor gets --------------------------------------------------------------
+
+
+def export_formats(
+    state_dict: Mapping[str, Tensor], roles: Mapping[str, ParamRole], policy: ExportPolicy
+) -> dict[str, TensorFormat]:
+    """The format ``policy`` gives each state_dict entry; ``roles`` are the parameters' roles
+    (:func:`golf.model.roles.parameter_roles`), every other entry is a buffer."""
+    stray = [name for name in roles if name not in state_dict]
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
         raise ValueError(
-            f"QAT trains on the int6 export grid, but the export format is {fmt.label}: "
-            "set QUANT_FORMAT=int6 or turn QAT off"
+            f"roles name {shown}, which the state_dict does not have: pass the roles of the model "
+            "the state_dict came from (parameter_roles of the uncompiled model)"
         )
-    names = [name for name, param in named_parameters if is_int6_tensor(name, param, fmt)]
-    if not names:
+    entry_roles = state_roles(list(state_dict), roles)
+    formats = {}
+    for name, tensor in state_dict.items():
+        fmt = policy.format_for(name, tensor, entry_roles[name])
+        _check_storable(name, tensor, fmt)
+        formats[name] = fmt
+    return formats
+
+
+def _check_storable(name: str, t: Tensor, fmt: TensorFormat) -> None:
+    if fmt.kind != "raw" and not t.is_floating_point():
         raise ValueError(
-            "QAT is on but no parameter would be exported as int6: int6 covers 2-D weights whose "
-            f"name contains one of {INT6_MODULE_PATTERNS} and that have more than "
-            f"keep_float_max_numel={fmt.keep_float_max_numel} elements; lower "
-            "QUANT_KEEP_FLOAT_MAX_NUMEL for small models, or turn QAT off"
+            f"the export policy gives {name!r} ({t.dtype}) the format {fmt}, but only raw can store a "
+            "non-float tensor: fix the technique's export_policy override"
         )
-    return names
+    if fmt.kind == "int" and fmt.scheme == "per_row" and t.ndim < 2:
+        raise ValueError(
+            f"the export policy gives {name!r} (shape {tuple(t.shape)}) per-row scales, but it has no "
+            "rows: use per_tensor or a float format for vectors and scalars"
+        )
 
 
-def _tensor_nbytes(t: Tensor) -> int:
-    return int(t.numel()) * int(t.element_size())
+def _reference_stores(t: Tensor, fmt: TensorFormat) -> bool:
+    """Whether the reference export stores ``t`` this way (so its object layout can say it)."""
+    if fmt == RAW:
+        return not t.is_floating_point()
+    if fmt == FP32:
+        return True
+    if fmt == FP16:
+        return t.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if fmt == REFERENCE_INT8_ROWS:
+        return t.ndim == 2
+    return fmt == REFERENCE_INT8_TENSOR and t.ndim != 2
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def _is_legacy_int6(t: Tensor, fmt: TensorFormat) -> bool:
+    return fmt.kind == "int" and fmt.bits == 6 and fmt.scheme == "per_row" and fmt.clip == "absmax" and t.ndim == 2
 
 
-def _quantize_int8_per_row(t32: Tensor) -> tuple[Tensor, Tensor]:
-    """The reference's per-row int8: percentile clip, floored scale, fp16 scales."""
-    if t32.numel():
-        clip_abs = torch.quantile(t32.abs(), INT8_CLIP_Q, dim=1)
+def _layout(state: Mapping[str, Tensor], formats: Mapping[str, TensorFormat]) -> str:
+    has_int6 = False
+    for name, t in state.items():
+        if _reference_stores(t, formats[name]):
+            continue
+        if not _is_legacy_int6(t, formats[name]):
+            return POLICY_LAYOUT
+        has_int6 = True
+    return INT6_LAYOUT if has_int6 else REFERENCE_LAYOUT
+
+
+def _qmeta(layout: str, fmt: TensorFormat) -> dict[str, object] | None:
+    per_row = fmt.scheme == "per_row"
+    if layout == REFERENCE_LAYOUT:
+        return {"scheme": "per_row", "axis": 0} if per_row else None
+    if layout == INT6_LAYOUT:
+        meta: dict[str, object] = {"scheme": fmt.scheme, **({"axis": 0} if per_row else {}), "bits": fmt.bits}
+        return {**meta, "grid": fmt.grid} if fmt.bits == 6 else meta
+    # Per row here means one scale per index of every dimension but the last.
+    return {"scheme": fmt.scheme, "bits": fmt.bits, "grid": fmt.grid, "clip": fmt.clip}
+
+
+# --- quantizers -------------------------------------------------------------------------------
+
+
+def _row_percentile(a: Tensor, q: float) -> Tensor:
+    """The ``q`` quantile of each row of ``a`` (rows = all but the last dim), in chunks of rows
+    that torch.quantile accepts (each row's quantile does not depend on the other rows)."""
+    rows = a.reshape(-1, a.shape[-1])
+    if rows.numel() == 0:
+        return torch.zeros(a.shape[:-1], dtype=torch.float32)
+    per_chunk = max(_QUANTILE_MAX_NUMEL // max(rows.shape[1], 1), 1)
+    if rows.shape[1] > _QUANTILE_MAX_NUMEL:
+        raise ValueError(
+            f"a row of {rows.shape[1]} elements is too long for the percentile clip (torch.quantile "
+            f"takes at most {_QUANTILE_MAX_NUMEL}): use the absmax clip for this tensor"
+        )
+    parts = [torch.quantile(chunk, q, dim=1) for chunk in rows.split(per_chunk)]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)).reshape(a.shape[:-1])
+
+
+def _quantize_rows_percentile(t32: Tensor, bits: int, grid: str) -> tuple[Tensor, Tensor]:
+    """Per-row codes with the reference's percentile clip; for int8 on the floored grid this is
+    the reference's per-row int8 exactly (clip, scale ``max(clip/127, 1/127)``, codes in +-127)."""
+    c = clip_range(bits)
+    clip_abs = _row_percentile(t32.abs(), INT8_CLIP_Q)
+    bound = clip_abs.unsqueeze(-1)
+    clipped = torch.maximum(torch.minimum(t32, bound), -bound)
+    if grid == "floored":
+        scale = (clip_abs / c).clamp_min(1.0 / c)
     else:
-        clip_abs = torch.empty((t32.shape[0],), dtype=torch.float32)
-    clipped = torch.maximum(torch.minimum(t32, clip_abs[:, None]), -clip_abs[:, None])
-    scale = (clip_abs / 127.0).clamp_min(1.0 / 127.0)
-    q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8).contiguous()
-    return q, scale.to(dtype=PER_ROW_SCALE_DTYPE).contiguous()
-
-
-def _quantize_int8_per_tensor(name: str, t32: Tensor) -> tuple[Tensor, Tensor]:
-    """The reference's per-tensor int8 for non-matrix tensors: one percentile scale, no floor."""
-    if t32.numel() > _QUANTILE_MAX_NUMEL:
-        raise ValueError(
-            f"tensor {name!r} (shape {tuple(t32.shape)}) is too large for the per-tensor int8 "
-            f"scale (torch.quantile takes at most {_QUANTILE_MAX_NUMEL} elements): store it as "
-            "2-D matrices (one per layer) so it gets per-row scales"
-        )
-    clip_abs = float(torch.quantile(t32.abs().flatten(), INT8_CLIP_Q).item()) if t32.numel() else 0.0
-    scale = torch.tensor(clip_abs / 127.0 if clip_abs > 0 else 1.0, dtype=torch.float32)
-    clipped = torch.clamp(t32, -clip_abs, clip_abs)
-    q = torch.clamp(torch.round(clipped / scale), -127, 127).to(torch.int8).contiguous()
+        scale = (clip_abs / c).clamp_min(_RELATIVE_MIN_SCALE)
+    q = torch.clamp(torch.round(clipped / scale.unsqueeze(-1)), -c, c).to(torch.int8).contiguous()
     return q, scale
 
 
-def _quantize_int6_per_row(name: str, t: Tensor, grid: str) -> tuple[Tensor, Tensor]:
-    q, scale = quantize_rows(t, INT6_BITS, grid)
+def _quantize_per_tensor(name: str, t32: Tensor, fmt: TensorFormat) -> tuple[Tensor, Tensor]:
+    """One fp32 scale for the whole tensor. The reference's (int8, percentile, relative, and a
+    scale of 1 for an all-zero tensor) is reproduced exactly; the clip value is taken as a Python
+    float, as the reference does, so the scale rounds the same way."""
+    c = clip_range(fmt.bits)
+    if not t32.numel():
+        clip_abs = 0.0
+    elif fmt.clip == "absmax":
+        clip_abs = float(t32.abs().max().item())
+    else:
+        if t32.numel() > _QUANTILE_MAX_NUMEL:
+            raise ValueError(
+                f"tensor {name!r} (shape {tuple(t32.shape)}) is too large for a per-tensor percentile "
+                f"scale (torch.quantile takes at most {_QUANTILE_MAX_NUMEL} elements): store it as "
+                "2-D matrices (one per layer) so it gets per-row scales, or use the absmax clip"
+            )
+        clip_abs = float(torch.quantile(t32.abs().flatten(), INT8_CLIP_Q).item())
+    if fmt.grid == "floored":
+        step = max(clip_abs / c, 1.0 / c)
+    else:
+        step = clip_abs / c if clip_abs > 0 else 1.0
+    scale = torch.tensor(step, dtype=torch.float32)
+    clipped = torch.clamp(t32, -clip_abs, clip_abs)
+    q = torch.clamp(torch.round(clipped / scale), -c, c).to(torch.int8).contiguous()
+    return q, scale
+
+
+def _quantize(name: str, t: Tensor, fmt: TensorFormat) -> tuple[Tensor, Tensor]:
+    if fmt.scheme == "per_tensor":
+        return _quantize_per_tensor(name, t.float(), fmt)
+    if fmt.clip == "absmax":
+        q, scale = quantize_rows(t, fmt.bits, fmt.grid)  # QAT's codes, bit for bit
+    else:
+        q, scale = _quantize_rows_percentile(t.float(), fmt.bits, fmt.grid)
     scale16 = scale.to(PER_ROW_SCALE_DTYPE)
     if not torch.isfinite(scale16).all():
         raise ValueError(
-            f"tensor {name!r} has a row max above the fp16 range of its int6 scale "
-            f"({float(scale.max()):.3g} per step): the weights have blown up; check the run's "
-            "learning rate and loss curve"
+            f"tensor {name!r} has a row whose step ({float(scale.max()):.3g}) is above the fp16 range of "
+            f"its stored scale ({fmt}): the weights have blown up; check the run's learning rate and "
+            "loss curve"
         )
     return q, scale16.contiguous()
 
 
 def _check_finite(state_dict: Mapping[str, Tensor]) -> None:
-    bad = [
-        name for name, t in state_dict.items()
-        if t.is_floating_point() and not bool(torch.isfinite(t).all())
-    ]
+    bad = [name for name, t in state_dict.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ValueError(
@@ -203,83 +339,60 @@ def _check_finite(state_dict: Mapping[str, Tensor]) -> None:
         )
 
 
-def quantize_state_dict(
-    state_dict: Mapping[str, Tensor], fmt: ExportFormat
-) -> tuple[dict[str, object], dict[str, int]]:
-    """The object to ``torch.save`` for ``fmt``, and counts/bytes describing it.
+def _nbytes(t: Tensor) -> int:
+    return int(t.numel()) * int(t.element_size())
 
-    Stats: ``param_count``, ``num_tensors``, ``num_float_tensors`` (quantized),
-    ``num_nonfloat_tensors``, ``baseline_tensor_bytes`` (the state_dict as it is), ``payload_bytes``
-    (the stored tensors), ``num_int6``, ``num_int8``, ``num_passthrough``.
-    """
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# --- the artifact object ------------------------------------------------------------------------
+
+
+def quantize_state_dict(
+    state_dict: Mapping[str, Tensor], roles: Mapping[str, ParamRole], policy: ExportPolicy
+) -> tuple[dict[str, object], ExportStats]:
+    """The object to ``torch.save``: each tensor in the format ``policy`` gives it (see
+    :func:`export_formats`), and the stats of what was stored."""
     _check_finite(state_dict)
+    state = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
+    formats = export_formats(state, roles, policy)
+    layout = _layout(state, formats)
     quantized: dict[str, Tensor] = {}
     scales: dict[str, Tensor] = {}
     dtypes: dict[str, str] = {}
     passthrough: dict[str, Tensor] = {}
-    passthrough_orig_dtypes: dict[str, str] = {}
+    orig_dtypes: dict[str, str] = {}
     qmeta: dict[str, dict[str, object]] = {}
-    stats = dict.fromkeys(
-        (
-            "param_count", "num_tensors", "num_float_tensors", "num_nonfloat_tensors",
-            "baseline_tensor_bytes", "payload_bytes", "num_int6", "num_int8", "num_passthrough",
-        ),
-        0,
-    )
-    int6_format = fmt.quant == "int6"
+    stats = ExportStats(layout=layout)
 
-    def keep(name: str, stored: Tensor) -> None:
+    for name, t in state.items():
+        fmt = formats[name]
+        stats.param_count += int(t.numel())
+        stats.num_tensors += 1
+        stats.baseline_tensor_bytes += _nbytes(t)
+        if fmt.kind == "int":
+            q, s = _quantize(name, t, fmt)
+            quantized[name], scales[name], dtypes[name] = q, s, _dtype_name(t.dtype)
+            meta = _qmeta(layout, fmt)
+            if meta is not None:
+                qmeta[name] = meta
+            stats.count(fmt, _nbytes(q) + _nbytes(s))
+            continue
+        if fmt.kind == "float":
+            stored = t.to(FLOAT_STORE_DTYPES[fmt.dtype])
+            if stored.dtype != t.dtype:
+                orig_dtypes[name] = _dtype_name(t.dtype)
+        else:
+            stored = t
         # A clone owns exactly its own storage: torch.save writes a view's whole storage, and the
         # artifact must not grow with whatever the tensor happened to be sliced from.
         passthrough[name] = stored.clone()
-        stats["payload_bytes"] += _tensor_nbytes(stored)
-        stats["num_passthrough"] += 1
-
-    for name, tensor in state_dict.items():
-        t = tensor.detach().to("cpu").contiguous()
-        stats["param_count"] += int(t.numel())
-        stats["num_tensors"] += 1
-        stats["baseline_tensor_bytes"] += _tensor_nbytes(t)
-
-        if not t.is_floating_point():
-            stats["num_nonfloat_tensors"] += 1
-            keep(name, t)
-            continue
-        if is_control_tensor(name):
-            if t.dtype != torch.float32:
-                passthrough_orig_dtypes[name] = _dtype_name(t.dtype)
-            keep(name, t.float())
-            continue
-        if t.numel() <= fmt.keep_float_max_numel:
-            if t.dtype in {torch.float32, torch.bfloat16}:
-                passthrough_orig_dtypes[name] = _dtype_name(t.dtype)
-                t = t.to(dtype=KEEP_FLOAT_STORE_DTYPE)
-            keep(name, t)
-            continue
-
-        stats["num_float_tensors"] += 1
-        if is_int6_tensor(name, t, fmt):
-            q, s = _quantize_int6_per_row(name, t, fmt.grid)
-            qmeta[name] = {"scheme": "per_row", "axis": 0, "bits": INT6_BITS, "grid": fmt.grid}
-            stats["num_int6"] += 1
-        else:
-            if t.ndim == 2:
-                q, s = _quantize_int8_per_row(t.float())
-                qmeta[name] = {"scheme": "per_row", "axis": 0}
-            else:
-                q, s = _quantize_int8_per_tensor(name, t.float())
-                if int6_format:
-                    qmeta[name] = {"scheme": "per_tensor"}
-            if int6_format:
-                qmeta[name]["bits"] = 8
-            stats["num_int8"] += 1
-        quantized[name] = q
-        scales[name] = s
-        dtypes[name] = _dtype_name(t.dtype)
-        stats["payload_bytes"] += _tensor_nbytes(q) + _tensor_nbytes(s)
+        stats.count(fmt, _nbytes(stored))
 
     obj: dict[str, object] = {
-        "__quant_format__": INT6_FORMAT_ID if int6_format else INT8_FORMAT_ID,
+        "__quant_format__": layout,
         "quantized": quantized,
         "scales": scales,
         "dtypes": dtypes,
@@ -287,65 +400,70 @@ def quantize_state_dict(
     }
     if qmeta:
         obj["qmeta"] = qmeta
-    if passthrough_orig_dtypes:
-        obj["passthrough_orig_dtypes"] = passthrough_orig_dtypes
+    if orig_dtypes:
+        obj["passthrough_orig_dtypes"] = orig_dtypes
     return obj, stats
 
 
 def dequantize_state_dict(obj: Mapping[str, object]) -> dict[str, Tensor]:
-    """The state_dict back from :func:`quantize_state_dict`'s object: same keys, same dtypes."""
-    fmt_id = obj.get("__quant_format__") if isinstance(obj, Mapping) else None
-    if fmt_id not in _FORMAT_IDS:
+    """The state_dict back from :func:`quantize_state_dict`'s object (any of :data:`LAYOUTS`):
+    same keys, same dtypes."""
+    layout = obj.get("__quant_format__") if isinstance(obj, Mapping) else None
+    if layout not in LAYOUTS:
         raise ValueError(
-            f"not a golf quantized state_dict (__quant_format__={fmt_id!r}, expected one of "
-            f"{_FORMAT_IDS}): it was written by another exporter; re-export it with golf.quant"
+            f"not a golf quantized state_dict (__quant_format__={layout!r}, expected one of "
+            f"{LAYOUTS}): it was written by another exporter; re-export it with golf.quant"
         )
     out: dict[str, Tensor] = {}
-    qmeta = obj.get("qmeta", {})
-    passthrough_orig_dtypes = obj.get("passthrough_orig_dtypes", {})
+    orig_dtypes = obj.get("passthrough_orig_dtypes", {})
     for name, q in obj["quantized"].items():
-        dtype = getattr(torch, obj["dtypes"][name])
         s = obj["scales"][name]
-        if qmeta.get(name, {}).get("scheme") == "per_row" or s.ndim > 0:
-            s = s.to(dtype=torch.float32)
-            values = q.float() * s.view(q.shape[0], *([1] * (q.ndim - 1)))
-        else:
+        if s.ndim == 0:
             values = q.float() * float(s.item())
-        out[name] = values.to(dtype=dtype).contiguous()
+        elif tuple(s.shape) == tuple(q.shape[:-1]):
+            values = q.float() * s.float().unsqueeze(-1)
+        else:
+            raise ValueError(
+                f"tensor {name!r}: scales of shape {tuple(s.shape)} do not fit codes of shape "
+                f"{tuple(q.shape)}: the artifact is corrupt; re-create it with the export step"
+            )
+        out[name] = values.to(dtype=getattr(torch, obj["dtypes"][name])).contiguous()
     for name, t in obj["passthrough"].items():
-        out_t = t.detach().to("cpu").contiguous()
-        orig_dtype = passthrough_orig_dtypes.get(name)
-        if isinstance(orig_dtype, str):
-            out_t = out_t.to(dtype=getattr(torch, orig_dtype)).contiguous()
-        out[name] = out_t
+        restored = t.detach().to("cpu").contiguous()
+        if name in orig_dtypes:
+            restored = restored.to(dtype=getattr(torch, orig_dtypes[name])).contiguous()
+        out[name] = restored
     return out
 
 
-def pack_artifact(state_dict: Mapping[str, Tensor], fmt: ExportFormat) -> tuple[bytes, dict[str, int]]:
-    """The compressed artifact of ``state_dict`` in ``fmt``, and its stats.
+def pack_artifact(
+    state_dict: Mapping[str, Tensor], roles: Mapping[str, ParamRole], policy: ExportPolicy, codec: CodecSpec
+) -> tuple[bytes, ExportStats]:
+    """The artifact of ``state_dict``: each tensor in its policy format, compressed with ``codec``
+    behind the container header (or the reference's bare zlib stream, see the module doc).
 
-    Stats are :func:`quantize_state_dict`'s plus ``raw_torch_bytes`` (the torch.save output) and
-    ``compressed_bytes`` (``len`` of the returned blob: the model bytes of the artifact size).
+    A codec whose package is missing fails here, before any quantization work.
     """
-    ensure_available(fmt.compressor)
-    obj, stats = quantize_state_dict(state_dict, fmt)
+    ensure_available(codec)
+    obj, stats = quantize_state_dict(state_dict, roles, policy)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     raw = buffer.getvalue()
-    blob = compress(raw, fmt.compressor)
-    stats["raw_torch_bytes"] = len(raw)
-    stats["compressed_bytes"] = len(blob)
+    blob = container.encode(raw, codec, reference_object=stats.layout == REFERENCE_LAYOUT)
+    stats.raw_torch_bytes, stats.compressed_bytes, stats.codec = len(raw), len(blob), codec.label
     return blob, stats
 
 
-def unpack_artifact(blob: bytes) -> dict[str, Tensor]:
-    """The dequantized state_dict of an artifact from :func:`pack_artifact` (codec auto-detected)."""
-    raw = decompress(blob)
+def unpack_artifact(blob: bytes) -> UnpackedArtifact:
+    """The dequantized state_dict of an artifact (this format or the headerless older ones) and
+    the codec it names; a foreign or corrupt file is a ValueError that says so."""
+    decoded = container.decode(blob)
     try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(decoded.raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or foreign archive
         raise ValueError(
             f"the decompressed artifact is not a loadable torch.save archive ({exc}): the file is "
             "corrupt or not a golf artifact; re-create it with the export step"
         ) from exc
-    return dequantize_state_dict(obj)
+    state = dequantize_state_dict(obj)
+    return UnpackedArtifact(state, decoded.codec, decoded.headerless, obj["__quant_format__"])

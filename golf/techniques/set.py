@@ -1,0 +1,81 @@
+"""The active techniques of one run, called together at each hook point in registry order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from golf.model.roles import ParamRole, RoleMap
+from golf.techniques.base import Candidates, Progress, Technique, TrainingRun
+
+if TYPE_CHECKING:
+    from golf.config import GolfConfig
+    from golf.evaluate import Evaluator
+    from golf.quant.policy import ExportPolicy, TensorFormat
+
+
+class TechniqueSet:
+    def __init__(self, cfg: GolfConfig, registry: Sequence[type[Technique]] | None = None) -> None:
+        if registry is None:
+            from golf.techniques import TECHNIQUES
+
+            registry = TECHNIQUES
+        self.cfg = cfg
+        self.active: list[Technique] = [t(cfg) for t in registry if t.is_enabled(cfg)]
+
+    def __iter__(self):
+        return iter(self.active)
+
+    def override_roles(self, roles: RoleMap) -> RoleMap:
+        for technique in self.active:
+            technique.override_roles(roles)
+        return roles
+
+    def export_policy(self, base: ExportPolicy) -> ExportPolicy:
+        """``base`` with every active technique's per-tensor override appended, in order."""
+        from dataclasses import replace
+
+        overrides: list[Callable[[str, Tensor, ParamRole, TensorFormat], TensorFormat | None]] = [
+            *base.overrides, *(t.export_policy for t in self.active)
+        ]
+        return replace(base, overrides=tuple(overrides))
+
+    def on_model(self, run: TrainingRun, export_format: Callable[[str, Tensor], TensorFormat]) -> None:
+        for technique in self.active:
+            technique.on_model(run, export_format)
+
+    def on_train_start(self, run: TrainingRun) -> None:
+        for technique in self.active:
+            technique.on_train_start(run)
+
+    def before_step(self, progress: Progress, run: TrainingRun) -> None:
+        for technique in self.active:
+            technique.before_step(progress, run)
+
+    def after_step(self, progress: Progress, run: TrainingRun) -> None:
+        for technique in self.active:
+            technique.after_step(progress, run)
+
+    def end_of_training(self, run: TrainingRun, candidates: Candidates) -> None:
+        for technique in self.active:
+            technique.end_of_training(run, candidates)
+
+    def evaluators(self) -> list[Evaluator]:
+        return [e for technique in self.active for e in technique.evaluators()]
+
+    def report(self) -> dict[str, Any]:
+        """result.json["techniques"]: every registered technique, with what the active ones did."""
+        from golf.techniques import TECHNIQUES
+
+        active = {type(t).name: t for t in self.active}
+        out: dict[str, Any] = {}
+        for technique in TECHNIQUES:
+            if technique.toggle is None and technique.name not in active:
+                continue
+            entry: dict[str, Any] = {"enabled": technique.name in active}
+            if technique.name in active:
+                entry.update(active[technique.name].report())
+            out[technique.name] = entry
+        return out
