@@ -64,6 +64,10 @@ class CoreSettings:
     num_heads: int = knob(8, "query heads", min=1)
     num_kv_heads: int = knob(4, "key/value heads (grouped-query attention)", min=1)
     mlp_mult: float = knob(2.0, "MLP hidden width as a multiple of model_dim", min=0.0)
+    mlp_hidden_size: int = knob(
+        0, "MLP hidden width in units, overriding MLP_MULT (#130 suggests 992); 0 = MLP_MULT x MODEL_DIM",
+        aliases=("MLP_HIDDEN",), min=0,
+    )
     tie_embeddings: bool = knob(True, "share the token embedding with the output head")
     rope_base: float = knob(10000.0, "rotary embedding base", min=1.0)
     logit_softcap: float = knob(30.0, "logits = c * tanh(z / c)", min=0.0)
@@ -149,6 +153,8 @@ class GolfConfig(*reversed(SECTIONS), CoreSettings):  # fields: core first, then
 
     @property
     def mlp_hidden(self) -> int:
+        if self.mlp_hidden_size > 0:
+            return self.mlp_hidden_size
         return int(self.mlp_mult * self.model_dim)
 
     def grad_accum_for(self, world_size: int) -> int:
@@ -414,6 +420,11 @@ def _core_checks(cfg: GolfConfig, world_size: int, checks: Checks) -> None:
         )
     if cfg.mlp_hidden < 1:
         checks.error(f"MLP_MULT={cfg.mlp_mult} gives an empty MLP at MODEL_DIM={cfg.model_dim}")
+    if cfg.mlp_hidden_size > 0 and cfg.mlp_mult != reference_value(checks, "mlp_mult"):
+        checks.warn(
+            f"MLP_MULT={cfg.mlp_mult} has no effect while MLP_HIDDEN={cfg.mlp_hidden_size} sets the "
+            "width: drop one of them"
+        )
     if world_size < 1:
         checks.error(f"world size {world_size} must be at least 1")
     else:

@@ -50,7 +50,9 @@ from golf.evaluate import (
 from golf.model import build_model, parameter_roles
 from golf.model.attention import resolve_attention
 from golf.model.roles import RoleMap
-from golf.optim import OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum
+from golf.optim import (
+    OptimizerSet, budget_fraction, build_optimizers, lr_scale, muon_momentum, training_budget_ms,
+)
 from golf.preflight import preflight
 from golf.quant import (
     ArtifactSize, ExportFormat, code_bytes, codec_spec, loaded_source_files, pack_artifact, unpack_artifact,
@@ -184,16 +186,16 @@ class Trial:
         log(f"train_batch_tokens:{cfg.train_batch_tokens} train_seq_len:{cfg.train_seq_len} "
             f"iterations:{cfg.iterations} warmup_steps:{cfg.warmup_steps} "
             f"max_wallclock_seconds:{cfg.max_wallclock_seconds:.3f}")
-        toggled = [t for t in self.techniques if type(t).toggle is not None]
-        log(f"techniques:{','.join(type(t).name for t in toggled) or 'none'} export:{self.fmt.label}")
-        for technique in toggled:
+        switched_on = [t for t in self.techniques if not type(t).always_on]
+        log(f"techniques:{','.join(type(t).name for t in switched_on) or 'none'} export:{self.fmt.label}")
+        for technique in switched_on:
             knobs = " ".join(f"{k}={getattr(cfg, k)}" for k in type(technique).knob_names() if k != type(technique).toggle)
             log(f"{type(technique).name}:{knobs}")
         log(f"seed:{cfg.seed}")
 
     # --- training ------------------------------------------------------------------------------
-    def train_step(self, model: nn.Module, loader: DistributedTokenLoader) -> torch.Tensor:
-        return train_step(model, loader, self.training.optimizers, self.cfg, self.accum, self.ctx.device)
+    def train_step(self, model: nn.Module, loader: DistributedTokenLoader, seq_len: int | None = None) -> torch.Tensor:
+        return train_step(model, loader, self.training.optimizers, self.cfg, self.accum, self.ctx.device, seq_len)
 
     def new_loader(self, train_files: list[Path]) -> DistributedTokenLoader:
         return DistributedTokenLoader(train_files, self.ctx.rank, self.ctx.world_size, self.ctx.device,
@@ -208,8 +210,10 @@ class Trial:
         initial_optimizers = copy.deepcopy(optimizers.state_dicts())
         loader = self.new_loader(train_files)
         model.train()
+        # Every sequence length training will use gets warmup steps, so each shape is compiled now.
+        seq_lens = self.techniques.warmup_seq_lens(cfg.train_seq_len)
         for i in range(cfg.warmup_steps):
-            self.train_step(model, loader)
+            self.train_step(model, loader, seq_lens[i % len(seq_lens)])
             optimizers.step()
             optimizers.zero_grad()
             if cfg.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == cfg.warmup_steps:
@@ -222,7 +226,7 @@ class Trial:
               byte_counter: ByteCounter) -> TrainOutcome:
         cfg, ctx, log, run = self.cfg, self.ctx, self.log, self.training
         loader = self.new_loader(train_files)  # a fresh stream: the warmup's batches are not reused
-        cap_ms = cfg.max_wallclock_seconds * 1000.0 if cfg.max_wallclock_seconds > 0 else None
+        cap_ms = training_budget_ms(cfg)
         outcome = TrainOutcome()
         self.techniques.on_train_start(run)
         training_ms, elapsed_ms = 0.0, 0.0
@@ -252,8 +256,8 @@ class Trial:
             # across ranks, so all ranks flip switches and take snapshots on the same step.
             scale = lr_scale(cfg, step, elapsed_ms)
             self.techniques.before_step(Progress(step, scale, budget_fraction(cfg, step, elapsed_ms), elapsed_ms), run)
-            train_loss = self.train_step(model, loader)
-            apply_update(self.base, run.optimizers, cfg, step, scale)
+            train_loss = self.train_step(model, loader, self.techniques.train_seq_len(cfg.train_seq_len))
+            apply_update(self.base, run.optimizers, cfg, step, scale, elapsed_ms)
             step += 1
             elapsed_ms = training_ms + 1000.0 * (time.perf_counter() - t0)
             if ctx.is_distributed and cap_ms is not None:
@@ -370,8 +374,7 @@ class Trial:
             self.record_eval(evaluator.name, label, val, legal=evaluator.legal)
             finals[evaluator.name] = FinalEvaluation(evaluator.name, label, evaluator.legal, val)
         headline = pick_headline(finals)
-        if len(finals) > 1:
-            self.log(f"headline:{headline.label} val_bpb:{headline.result.val_bpb:.8f} (rule: {HEADLINE_RULE})")
+        self.log(f"headline:{headline.label} val_bpb:{headline.result.val_bpb:.8f} (rule: {HEADLINE_RULE})")
         size = ArtifactSize(model=train_state["model_bytes"], code=train_state["code_bytes"])
         self.result["metrics"].update(val_bpb=headline.result.val_bpb, val_loss=headline.result.val_loss,
                                       headline_metric=headline.label)
@@ -453,17 +456,20 @@ def _no_buffer_sync_per_forward() -> dict[str, bool]:
 
 
 def train_step(
-    model: nn.Module, loader: Any, optimizers: OptimizerSet, cfg: GolfConfig, accum: int, device: torch.device
+    model: nn.Module, loader: Any, optimizers: OptimizerSet, cfg: GolfConfig, accum: int, device: torch.device,
+    seq_len: int | None = None,
 ) -> torch.Tensor:
     """Forward/backward over the micro-steps of one optimizer step; returns this rank's mean loss.
 
     ``loader`` is anything with the ``next_batch(global_tokens, seq_len, grad_accum_steps)`` of
-    :class:`golf.data.DistributedTokenLoader`.
+    :class:`golf.data.DistributedTokenLoader`; ``seq_len`` (default TRAIN_SEQ_LEN) cuts the same
+    tokens into sequences of another length.
     """
+    seq_len = seq_len or cfg.train_seq_len
     optimizers.zero_grad()
     total = torch.zeros((), device=device)
     for micro in range(accum):
-        x, y = loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, accum)
+        x, y = loader.next_batch(cfg.train_batch_tokens, seq_len, accum)
         # Gradients are all-reduced once per optimizer step, on the last micro-step.
         skip_sync = isinstance(model, DistributedDataParallel) and micro < accum - 1
         with model.no_sync() if skip_sync else contextlib.nullcontext():
@@ -474,9 +480,12 @@ def train_step(
     return total / accum
 
 
-def apply_update(base: nn.Module, optimizers: OptimizerSet, cfg: GolfConfig, step: int, scale: float) -> None:
-    """Momentum warmup, LR schedule, optional clipping, then every optimizer's step."""
-    optimizers.set_muon_momentum(muon_momentum(cfg, step))
+def apply_update(
+    base: nn.Module, optimizers: OptimizerSet, cfg: GolfConfig, step: int, scale: float, elapsed_ms: float = 0.0
+) -> None:
+    """Momentum warmup, LR schedule, optional clipping, then every optimizer's step; ``elapsed_ms``
+    is the training time before this step (the momentum warmup may go by time)."""
+    optimizers.set_muon_momentum(muon_momentum(cfg, step, elapsed_ms))
     optimizers.set_lr_scale(scale)
     if cfg.grad_clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip_norm)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 import pandas as pd
@@ -181,13 +181,14 @@ def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     start = time.perf_counter()
     watch, in_flight = StorageWatch(location, out), TrialsInFlight()
-    tuner = _tuner(plan, store, resume, options.verbose, out, [watch, in_flight])
     outcome.resumed = resume
     forced = False
     try:
+        # Tune logs "Failed to fetch metrics" already while it restores an experiment.
         with QuietTuneLogs(verbose=options.verbose, storage=watch):
             signals.tune_running()
             try:
+                tuner = _tuner(plan, store, resume, options.verbose, out, [watch, in_flight])
                 tuner.fit()
             except SweepInterrupted:
                 forced = True  # a second signal: Tune was stopped without cleaning up
@@ -223,32 +224,30 @@ def _mark_interrupted(location: str, in_flight: TrialsInFlight, signum: int | No
 
     The trials Tune had running, whatever their worker managed to write while it was stopped,
     and any trial.json still saying RUNNING (nothing runs once Tune has returned). Each trial's
-    worker is given time to exit first, so that it cannot overwrite the mark. On a full disk the
-    marks cannot be written: those trials show as UNKNOWN.
+    worker (on this host) is given time to exit first, so that it cannot overwrite the mark. On a
+    full disk the marks cannot be written: those trials show as UNKNOWN.
     """
-    from golf.atomic import write_json_atomic
     from sweeps.launcher import wait_until_gone
     from sweeps.trial import TRIAL_RECORD
 
-    stopped = {Path(path).name for path in in_flight.running.values()}
+    store = ExperimentStore(location)
+    stopped = {PurePosixPath(path).name for path in in_flight.running.values()}
+    how = f"the driver was stopped ({signal_name(signum)})" if signum else "the storage was full"
     marked = 0
-    for record in iter_trial_records(location):
-        trial_dir = Path(record.pop("trial_dir"))
-        if trial_dir.name not in stopped and record.get("status") != "RUNNING":
+    for name in store.subdirs():
+        record = store.read_json(name, TRIAL_RECORD)
+        if record is None or (name not in stopped and record.get("status") != "RUNNING"):
             continue
         if record.get("host") == socket.gethostname() and record.get("pid"):
             wait_until_gone([int(record["pid"])], timeout_s=15)
-            try:
-                record = json.loads((trial_dir / TRIAL_RECORD).read_text())
-            except (OSError, ValueError):
-                continue
+            record = store.read_json(name, TRIAL_RECORD) or record
         if record.get("status") == "TERMINATED":
             continue  # it finished as the driver stopped: its row stands
-        how = f"the driver was stopped ({signal_name(signum)})" if signum else "the storage was full"
-        record.update(status="INTERRUPTED", ended_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
-            timespec="milliseconds"), error=f"interrupted: {how}; running the sweep again resumes it")
+        record.update(status="INTERRUPTED", error=f"interrupted: {how}; running the sweep again "
+                      "resumes it", ended_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
+                          timespec="milliseconds"))
         try:
-            write_json_atomic(trial_dir / TRIAL_RECORD, record)
+            store.write_json(record, name, TRIAL_RECORD)
         except OSError as err:
             if not is_storage_full(err):
                 raise

@@ -120,9 +120,11 @@ def test_select_a_config_by_label_or_by_keys(experiment):
     assert ratio == pytest.approx(sum(expected) / 5)
 
 
-def test_compare_value_source_reads_a_config_of_an_experiment(experiment):
+def test_compare_value_source_reads_a_config_of_an_experiment(experiment, monkeypatch):
     from sweeps import stats
 
+    # registered on a copy, so the sources other tests see are not changed behind their backs
+    monkeypatch.setattr(stats, "VALUE_SOURCES", list(stats.VALUE_SOURCES))
     source = experiment_value_source()
     if not any(s.name == "experiment" for s in stats.VALUE_SOURCES):
         stats.register_value_source(source)

@@ -94,14 +94,15 @@ def run_probe(tmp_path: Path, demo, nproc: int) -> tuple[list[list[dict]], dict]
     return calls, json.loads((run_dir / "result.json").read_text())
 
 
-def check_calls(calls: list[dict]) -> None:
+def check_calls(calls: list[dict], rank: int = 0) -> None:
     hooks = [c["hook"] for c in calls]
     # the recipe's order
     assert hooks[:3] == ["override_roles", "on_model", "override_roles"]
     assert hooks[3] == "on_train_start" and calls[3]["has_optimizers"]
     steps = hooks[4 : 4 + 2 * ITERATIONS]
     assert steps == ["before_step", "after_step"] * ITERATIONS
-    assert hooks[4 + 2 * ITERATIONS :] == ["end_of_training", "report", "evaluators"]
+    # rank 0 writes the training record (with the report) before every rank evaluates the artifact
+    assert hooks[4 + 2 * ITERATIONS :] == ["end_of_training", *(["report"] if rank == 0 else []), "evaluators"]
     # the model is seen before compile/DDP, with its export formats known
     assert calls[1]["compiled"] is False and calls[1]["c_q"] == "int8:per_row:floored:percentile"
     # step, LR scale (no wallclock cap: the last WARMDOWN_ITERS steps decay) and budget fraction
@@ -126,7 +127,7 @@ def test_every_hook_is_called_in_order_with_the_schedule_on_one_rank(tmp_path, d
 @pytest.mark.slow
 def test_two_gloo_ranks_see_the_same_hooks_with_the_same_progress(tmp_path, demo_data):
     calls, result = run_probe(tmp_path, demo_data, 2)
-    for rank_calls in calls:
-        check_calls(rank_calls)
-    assert calls[0] == calls[1]
+    for rank, rank_calls in enumerate(calls):
+        check_calls(rank_calls, rank)
+    assert [c for c in calls[0] if c["hook"] != "report"] == calls[1]
     assert result["world_size"] == 2

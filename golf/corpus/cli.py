@@ -55,7 +55,7 @@ def _report_error(command: str, exc: BaseException) -> int:
 def run_demo_command(args: argparse.Namespace) -> int:
     """Handler of ``golf data demo``: 0 on success, 2 with a message on stderr on failure."""
     try:
-        build_demo(args.out)
+        build_demo(args.out, vocab_size=args.vocab)
     except (CorpusError, ShardError, OSError) as exc:
         return _report_error("demo", exc)
     return 0
@@ -86,6 +86,11 @@ def add_data_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", default="data", metavar="DIR", help=_OUT_HELP)
+    demo.add_argument(
+        "--vocab", type=int, default=DEMO_VOCAB_SIZE, metavar="N",
+        help=f"tokenizer pieces (default {DEMO_VOCAB_SIZE}); another size goes to DIR/datasets/demo_sp<N>/ and "
+        "DIR/tokenizers/demo_<N>_bpe.model: train with VOCAB_SIZE=N DATA_PATH=... TOKENIZER_PATH=...",
+    )
     demo.set_defaults(func=run_demo_command)
 
     variants = "\n".join(f"  {v.name}  {v.repo_id:<28} {v.about}" for v in FINEWEB_VARIANTS.values())

@@ -52,6 +52,10 @@ PathLike = Union[str, os.PathLike]
 DEMO_DATASET = "demo_sp1024"
 DEMO_TOKENIZER = "demo_1024_bpe.model"
 DEMO_VOCAB_SIZE = 1024
+# Other sizes (``golf data demo --vocab 4096``: the SP4096/SP8192 records' vocabularies) live
+# beside it as demo_sp<N> / demo_<N>_bpe.model; the stdlib text trains up to about this many pieces.
+DEMO_MAX_VOCAB_SIZE = 8192
+DEMO_MIN_VOCAB_SIZE = 256
 DEMO_SEED = 1337
 DEMO_VAL_FRACTION = 0.08
 # Far below the challenge's 100M tokens per shard, so the demo has several training shards and
@@ -131,10 +135,25 @@ class SourceDocument:
     text: str
 
 
-def demo_paths(out_dir: PathLike = "data") -> DataPaths:
+def demo_names(vocab_size: int = DEMO_VOCAB_SIZE) -> tuple[str, str]:
+    """(dataset folder, tokenizer file) of the demo corpus with ``vocab_size`` pieces."""
+    return f"demo_sp{vocab_size}", f"demo_{vocab_size}_bpe.model"
+
+
+def check_demo_vocab(vocab_size: int) -> None:
+    if not DEMO_MIN_VOCAB_SIZE <= vocab_size <= DEMO_MAX_VOCAB_SIZE:
+        raise CorpusError(
+            f"--vocab {vocab_size} is outside what the demo text can train: use {DEMO_MIN_VOCAB_SIZE}.."
+            f"{DEMO_MAX_VOCAB_SIZE} (1024 is the baseline; 4096 and 8192 are the later records'), or fetch "
+            "real data with `golf data fineweb --variant sp4096|sp8192`"
+        )
+
+
+def demo_paths(out_dir: PathLike = "data", vocab_size: int = DEMO_VOCAB_SIZE) -> DataPaths:
     """The demo corpus's shard folder and tokenizer under ``out_dir``, without building anything."""
     root = Path(out_dir).expanduser().resolve()
-    return DataPaths(data_path=root / "datasets" / DEMO_DATASET, tokenizer_path=root / "tokenizers" / DEMO_TOKENIZER)
+    dataset, tokenizer = demo_names(vocab_size)
+    return DataPaths(data_path=root / "datasets" / dataset, tokenizer_path=root / "tokenizers" / tokenizer)
 
 
 def _stdlib_root() -> Path:
@@ -264,8 +283,9 @@ def _training_sentences(documents: list[SourceDocument]) -> Iterator[str]:
                 yield from (line.strip() for line in paragraph.splitlines() if line.strip())
 
 
-def train_demo_tokenizer(documents: list[SourceDocument]) -> bytes:
-    """A serialized SentencePiece model trained on ``documents`` with :data:`DEMO_TRAINER_SETTINGS`."""
+def train_demo_tokenizer(documents: list[SourceDocument], vocab_size: int = DEMO_VOCAB_SIZE) -> bytes:
+    """A serialized SentencePiece model trained on ``documents`` with :data:`DEMO_TRAINER_SETTINGS`
+    (and ``vocab_size`` pieces)."""
     import sentencepiece as spm
 
     model = io.BytesIO()
@@ -273,7 +293,7 @@ def train_demo_tokenizer(documents: list[SourceDocument]) -> bytes:
         sentence_iterator=_training_sentences(documents),
         model_writer=model,
         minloglevel=2,
-        **DEMO_TRAINER_SETTINGS,
+        **{**DEMO_TRAINER_SETTINGS, "vocab_size": vocab_size},
     )
     return model.getvalue()
 
@@ -352,13 +372,14 @@ def _remove_leftovers(folder: Path, prefix: str) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def build_demo(out_dir: PathLike = "data", *, quiet: bool = False) -> DemoData:
+def build_demo(out_dir: PathLike = "data", *, quiet: bool = False, vocab_size: int = DEMO_VOCAB_SIZE) -> DemoData:
     """Build (or reuse) the demo corpus under ``out_dir``; see the module docstring.
 
-    Returns the shard folder, the tokenizer path and the token counts. Prints a summary unless
-    ``quiet``.
+    ``vocab_size`` pieces (default 1024, the baseline's) go to ``demo_sp<N>``. Returns the shard
+    folder, the tokenizer path and the token counts. Prints a summary unless ``quiet``.
     """
-    paths = demo_paths(out_dir)
+    check_demo_vocab(vocab_size)
+    paths = demo_paths(out_dir, vocab_size)
     root = _stdlib_root()
     files = _stdlib_source_files(root)
     if not files:
@@ -370,14 +391,14 @@ def build_demo(out_dir: PathLike = "data", *, quiet: bool = False) -> DemoData:
     cached, _ = _cached_demo(paths, fingerprint)
     if cached is None:
         datasets_dir = paths.data_path.parent
-        lock = datasets_dir / f".{DEMO_DATASET}.lock"
+        lock = datasets_dir / f".{paths.data_path.name}.lock"
         waiting = f"another process is building the demo corpus in {paths.data_path}; waiting for it"
         with exclusive_lock(lock, waiting, quiet):
             cached, reason = _cached_demo(paths, fingerprint)
             if cached is None:
                 if not quiet and paths.manifest_path.exists():
                     print(f"rebuilding the demo corpus: {reason}", flush=True)
-                return _build_demo_locked(paths, root, files, fingerprint, quiet)
+                return _build_demo_locked(paths, root, files, fingerprint, quiet, vocab_size)
     if not quiet:
         print(
             f"demo corpus already built in {cached.data_path}: {cached.train_tokens:,} train tokens, "
@@ -387,11 +408,14 @@ def build_demo(out_dir: PathLike = "data", *, quiet: bool = False) -> DemoData:
     return cached
 
 
-def _build_demo_locked(paths: DataPaths, root: Path, files: list[Path], fingerprint: str, quiet: bool) -> DemoData:
+def _build_demo_locked(
+    paths: DataPaths, root: Path, files: list[Path], fingerprint: str, quiet: bool, vocab_size: int = DEMO_VOCAB_SIZE,
+) -> DemoData:
     started = time.perf_counter()
     datasets_dir = paths.data_path.parent
-    _remove_leftovers(datasets_dir, f".{DEMO_DATASET}.build-")
-    _remove_leftovers(datasets_dir, f".{DEMO_DATASET}.old-")
+    dataset = paths.data_path.name
+    _remove_leftovers(datasets_dir, f".{dataset}.build-")
+    _remove_leftovers(datasets_dir, f".{dataset}.old-")
     source = _read_demo_source(root, files)
     train_docs, val_docs = split_demo_documents(source.documents)
     text_bytes = {
@@ -404,16 +428,16 @@ def _build_demo_locked(paths: DataPaths, root: Path, files: list[Path], fingerpr
             "the full standard library, or fetch real data with `golf data fineweb`"
         )
 
-    staging = datasets_dir / f".{DEMO_DATASET}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = datasets_dir / f".{dataset}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
         import sentencepiece as spm
 
-        model_bytes = train_demo_tokenizer(train_docs)
+        model_bytes = train_demo_tokenizer(train_docs, vocab_size)
         sp = spm.SentencePieceProcessor(model_proto=model_bytes)
-        if sp.vocab_size() != DEMO_VOCAB_SIZE:
+        if sp.vocab_size() != vocab_size:
             raise CorpusError(
-                f"the standard library under {root} is too small or uniform to train {DEMO_VOCAB_SIZE} pieces "
+                f"the standard library under {root} is too small or uniform to train {vocab_size} pieces "
                 f"(got {sp.vocab_size()}); install the full standard library, or fetch real data with "
                 "`golf data fineweb`"
             )
@@ -426,7 +450,7 @@ def _build_demo_locked(paths: DataPaths, root: Path, files: list[Path], fingerpr
         manifest = {
             "schema": DEMO_MANIFEST_SCHEMA,
             "format": DEMO_BUILD_FORMAT,
-            "dataset": DEMO_DATASET,
+            "dataset": dataset,
             "source": {
                 "description": DEMO_SOURCE_DESCRIPTION,
                 "python_version": platform.python_version(),
@@ -446,10 +470,10 @@ def _build_demo_locked(paths: DataPaths, root: Path, files: list[Path], fingerpr
                 "val_documents": [d.name for d in val_docs],
             },
             "tokenizer": {
-                "file": f"tokenizers/{DEMO_TOKENIZER}",
+                "file": f"tokenizers/{paths.tokenizer_path.name}",
                 "sha256": hashlib.sha256(model_bytes).hexdigest(),
                 "vocab_size": int(sp.vocab_size()),
-                "trainer_settings": DEMO_TRAINER_SETTINGS,
+                "trainer_settings": {**DEMO_TRAINER_SETTINGS, "vocab_size": vocab_size},
                 "modelled_on": "fineweb_1024_bpe.model (the challenge's sp1024 tokenizer)",
             },
             "document_format": "[bos_id] + ids per document, no eos, as the challenge's export",
@@ -485,7 +509,7 @@ def _install_demo(staging: Path, model_bytes: bytes, paths: DataPaths) -> None:
     """
     retired = None
     if paths.data_path.exists():
-        retired = paths.data_path.with_name(f".{DEMO_DATASET}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        retired = paths.data_path.with_name(f".{paths.data_path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.rename(paths.data_path, retired)
     write_bytes_atomic(paths.tokenizer_path, model_bytes)
     os.rename(staging, paths.data_path)

@@ -77,18 +77,29 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(self.head_dim, rope_base)
         self.kernel = kernel
+        # Seams for techniques (empty in the baseline), named modules run in insertion order:
+        # value_transforms map (v [B, T, Hkv, hd], state) -> v before attention (value embeddings,
+        # value residual); output_transforms map (y [B, T, H, hd], v, x) -> y after it, before the
+        # output projection (XSA, head gates).
+        self.value_transforms = nn.ModuleDict()
+        self.output_transforms = nn.ModuleDict()
 
     def parameter_roles(self) -> dict[str, ParamRole]:
         return {"q_gain": ParamRole(Role.CONTROL)}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> Tensor:
+        """``state``: per-forward tensors shared across layers (the input ids, layer 0's values)."""
         bsz, seqlen, dim = x.shape
         q = self.c_q(x).reshape(bsz, seqlen, self.num_heads, self.head_dim)
         k = self.c_k(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim)
         v = self.c_v(x).reshape(bsz, seqlen, self.num_kv_heads, self.head_dim)
+        for transform in self.value_transforms.values():
+            v = transform(v, state)
         q, k = rms_norm(q), rms_norm(k)
         cos, sin = self.rotary(seqlen, x.device, q.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
         y = causal_attention(q, k, v, self.kernel)
+        for transform in self.output_transforms.values():
+            y = transform(y, v, x)
         return self.proj(y.reshape(bsz, seqlen, dim))

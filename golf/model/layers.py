@@ -40,11 +40,19 @@ def rms_norm(x: Tensor) -> Tensor:
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding over all head dims, half-split pairing (dim i with i + hd/2)."""
+    """Rotary position embedding, half-split pairing (dim i with i + rotary_dims/2).
 
-    def __init__(self, head_dim: int, base: float) -> None:
+    ``rotary_dims`` < head_dim is partial RoPE (techniques.md 7.9): only the first ``rotary_dims``
+    dims of each head rotate, at frequencies ``base^(-2i/rotary_dims)``; the rest carry no position.
+    """
+
+    def __init__(self, head_dim: int, base: float, rotary_dims: int = 0) -> None:
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.rotary_dims = rotary_dims if rotary_dims > 0 else head_dim
+        if self.rotary_dims % 2 or self.rotary_dims > head_dim:
+            raise ValueError(f"rotary dims {self.rotary_dims} must be even and at most the head dim {head_dim}")
+        dims = self.rotary_dims
+        inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -54,8 +62,19 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` of shape [B, T, H, D] by per-position angles of shape [T, D/2]."""
+    """Rotate the first 2*cos.size(-1) dims of ``x`` [B, T, H, D] by per-position angles [T, R/2];
+    the remaining dims pass through unchanged (partial RoPE)."""
+    rotary = 2 * cos.size(-1)
+    if rotary < x.size(-1):
+        return torch.cat((apply_rotary(x[..., :rotary], cos, sin), x[..., rotary:]), dim=-1)
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class ReluSquared(nn.Module):
+    """relu(h)^2, the baseline MLP activation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x).square()

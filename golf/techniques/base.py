@@ -15,6 +15,8 @@ only what it uses:
 ``on_model``              change the model once it is built, before compile and DDP
 ``on_train_start``        after warmup-and-restore, before step 0
 ``before_step``           before each optimizer step (step, LR scale, budget fraction)
+``train_seq_len``         the sequence length of the step's batches (after before_step)
+``warmup_seq_lens``       other sequence lengths the warmup steps must run, so each is compiled
 ``after_step``            after each optimizer step
 ``end_of_training``       offer or choose final weights (:class:`Candidates`)
 ``evaluators``            final evaluations of the round-tripped artifact
@@ -127,7 +129,10 @@ class Technique:
     settings: ClassVar[type | None] = None
     """The config section: a frozen dataclass of knobs (golf.knobs.knob)."""
     toggle: ClassVar[str | None] = None
-    """The boolean field that switches the technique on; None = always active."""
+    """The boolean field that switches the technique on; None = on by a value of its own knobs
+    (``is_enabled`` says which) or, with ``always_on``, always."""
+    always_on: ClassVar[bool] = False
+    """Part of every run (the weight choice): not listed as a switched-on technique."""
 
     @classmethod
     def is_enabled(cls, cfg: GolfConfig) -> bool:
@@ -164,6 +169,16 @@ class Technique:
 
     def before_step(self, progress: Progress, run: TrainingRun) -> None:
         pass
+
+    def train_seq_len(self) -> int | None:
+        """The sequence length of the coming step's training batches, asked after ``before_step``
+        (the token count per step stays TRAIN_BATCH_TOKENS); None = no opinion (TRAIN_SEQ_LEN)."""
+        return None
+
+    def warmup_seq_lens(self) -> tuple[int, ...]:
+        """Sequence lengths besides TRAIN_SEQ_LEN that training will use: the warmup steps run each,
+        so a compiled model meets every shape before the clock starts."""
+        return ()
 
     def after_step(self, progress: Progress, run: TrainingRun) -> None:
         pass

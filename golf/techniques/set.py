@@ -54,6 +54,21 @@ class TechniqueSet:
         for technique in self.active:
             technique.before_step(progress, run)
 
+    def train_seq_len(self, default: int) -> int:
+        """The coming step's sequence length: the first active technique's answer, else ``default``."""
+        for technique in self.active:
+            seq_len = technique.train_seq_len()
+            if seq_len is not None:
+                return seq_len
+        return default
+
+    def warmup_seq_lens(self, default: int) -> list[int]:
+        """Every sequence length training will use, ``default`` first, each once."""
+        lengths = [default]
+        for technique in self.active:
+            lengths += [n for n in technique.warmup_seq_lens() if n not in lengths]
+        return lengths
+
     def after_step(self, progress: Progress, run: TrainingRun) -> None:
         for technique in self.active:
             technique.after_step(progress, run)

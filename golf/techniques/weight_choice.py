@@ -43,6 +43,7 @@ class WeightChoice(Technique):
     spec = "6.4"
     settings = WeightChoiceSettings
     toggle = None
+    always_on = True
 
     @classmethod
     def check(cls, cfg: GolfConfig, world_size: int, checks: Checks) -> None:
