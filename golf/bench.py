@@ -57,7 +57,7 @@ class SyntheticBatches:
 
 def model_flops_per_token(model: nn.Module, num_layers: int, model_dim: int, seq_len: int, tied: bool) -> float:
     """Training FLOPs per token: 6 x matmul parameters + causal attention (half of 12 * L * T * d)."""
-    matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, CastedLinear))
+    matmul_params = sum(m.master_weight().numel() for m in model.modules() if isinstance(m, CastedLinear))
     if tied:
         matmul_params += model.tok_emb.weight.numel()  # the tied embedding is also the output matmul
     return 6.0 * matmul_params + 6.0 * num_layers * seq_len * model_dim

@@ -1,9 +1,9 @@
-"""The ``golf`` command: build data, train one run, benchmark a preset.
+"""The ``golf`` command: build data, train one run, benchmark a preset, write a submission's code.
 
 ``golf train`` and ``golf bench`` validate the configuration first (no compute is spent on a typo),
 then run the pipeline as a child process: ``python -m golf.train`` for one process, ``torchrun
---standalone`` for several. A child process also keeps the artifact's code-byte count honest: it
-counts exactly the modules a torchrun launch would load.
+--standalone`` for several. ``golf bundle`` writes the one-file train_gpt.py a run of a config
+submits (:mod:`golf.bundle`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from golf.config import PRESET_ENV, SCALE_ENV, ConfigError, describe_fields, resolve, validate
+from golf.contract import SUBMISSION_SCRIPT
 from golf.data import DataError
 from golf.presets import SCALES, preset_names, resolve_names
 from golf.techniques.catalog import ToggleRow
@@ -29,6 +30,7 @@ EXAMPLES = """examples:
   golf bench --preset baseline --nproc-per-node 1   ms/step, tokens/s and MFU of one GPU
   golf train --list-config                    every setting, its default and meaning
   golf toggles                                every technique toggle (docs/TOGGLES.md)
+  golf bundle --preset smoke --out run/train_gpt.py   the submitted script of a config
 """
 
 
@@ -130,6 +132,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_child(module_command("golf.bench", nproc, extra), env)
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from golf.bundle import build_bundle
+
+    stack, scale = resolve_names(args.preset, args.scale)
+    overrides = parse_assignments(args.settings)
+    if args.selfextract:
+        overrides["CODE_WRAPPER"] = "lzma_b85"
+    cfg = resolve(stack, scale, overrides=overrides, environ=os.environ)
+    validate(cfg, world_size=1, check_runtime=False)
+    bundle = build_bundle(cfg, stack, scale)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(bundle.data)
+    print(f"wrote {args.out}: {len(bundle.data)} bytes ({bundle.wrapper}), {len(bundle.modules)} golf modules, "
+          f"techniques: {', '.join(bundle.techniques) or 'none'}; left out: {', '.join(bundle.left_out) or 'none'}")
+    return 0
+
+
 def format_toggles(rows: list[ToggleRow], markdown: bool) -> str:
     """The toggle catalogue as a Markdown table (one per technique) or plain text."""
     out: list[str] = []
@@ -212,6 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="accelerator peak bf16 TFLOP/s for MFU when the device is not in the built-in table")
     bench.add_argument("--json", type=Path, default=None, help="also write the measurements to this JSON file")
     bench.set_defaults(func=cmd_bench)
+    bundle = sub.add_parser(
+        "bundle", help="write the self-contained train_gpt.py of a config (the submitted code)",
+        description="Write one train_gpt.py holding the golf code a run of this config needs (techniques "
+        "that are off left out, docstrings and comments stripped). `python train_gpt.py` or torchrun "
+        "with the same environment reruns it; its size is the run's code bytes.",
+    )
+    bundle.add_argument("--preset", default="baseline", help=f"technique stack: {', '.join(preset_names())} (default baseline)")
+    bundle.add_argument("--scale", default=None, help=f"run size: {', '.join(SCALES)} (default full; the smoke preset implies smoke)")
+    bundle.add_argument("--out", type=Path, default=Path(SUBMISSION_SCRIPT), help=f"where to write it (default ./{SUBMISSION_SCRIPT})")
+    bundle.add_argument("--selfextract", action="store_true",
+                        help="wrap it as a self-extracting LZMA script (CODE_WRAPPER=lzma_b85, as #1260)")
+    bundle.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="any config setting, e.g. QAT_ENABLED=1")
+    bundle.set_defaults(func=cmd_bundle)
     toggles = sub.add_parser(
         "toggles", help="list every technique toggle: variable, aliases, default, meaning, spec section",
         description="The catalogue of technique toggles, generated from the technique registry.",

@@ -94,6 +94,9 @@ class CoreSettings:
     warmup_steps: int = knob(20, "compile/autotune steps whose effects are then undone", min=0)
     warmdown_iters: int = knob(1200, "linear LR decay over the last N (estimated) steps; 0 = none", min=0)
     max_wallclock_seconds: float = knob(600.0, "training time cap in seconds; 0 = no cap", min=0.0)
+    eval_budget_seconds: float = knob(
+        600.0, "evaluation time budget the final evaluations are totalled against (reported, not enforced)", min=0.0
+    )
     val_loss_every: int = knob(1000, "validate every N steps (and at the last); 0 = only at the end", min=0)
     train_log_every: int = knob(200, "log train loss every N steps (and steps 1-10); 0 = never", min=0)
 
@@ -119,6 +122,10 @@ class CoreSettings:
     )
     quant_keep_float_max_numel: int = knob(
         65_536, "tensors with at most this many elements are stored as floats", min=0
+    )
+    code_wrapper: str = knob(
+        "none", "the submitted train_gpt.py: none (plain, minified) or lzma_b85 (self-extracting, as #1260)",
+        choices=("none", "lzma_b85"),
     )
 
     # --- runtime --------------------------------------------------------------------------------

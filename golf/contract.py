@@ -10,6 +10,8 @@ RESULT_FILE = "result.json"
 RESULT_SCHEMA = "golf.result/1"
 TRAIN_STATE_FILE = "train_state.json"
 TRAIN_LOG_FILE = "train.log"
+# The one script a submission is (golf writes its bundle under this name into RUN_DIR).
+SUBMISSION_SCRIPT = "train_gpt.py"
 # train_state.json's key naming the compressed artifact beside it.
 ARTIFACT_FILE_KEY = "artifact_file"
 # Printed once the artifact and train_state.json are on disk: "artifact_saved: DIR".

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -106,6 +106,8 @@ class EvalInputs:
     cfg: GolfConfig
     ctx: DistContext
     grad_accum_steps: int
+    log: Callable[[str], None] = field(default=lambda _: None)
+    """The run's log (rank 0 prints): for an evaluator's own lines besides its metric lines."""
 
 
 class Evaluator(Protocol):
@@ -155,6 +157,32 @@ def pick_headline(evaluations: Mapping[str, FinalEvaluation]) -> FinalEvaluation
             "the standard evaluation is always legal; check the configured evaluators"
         )
     return min(legal, key=lambda e: e.result.val_bpb)
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """The final evaluations' seconds against the challenge's evaluation budget (techniques.md 8.4:
+    10 minutes on 8xH100 on top of training; #635's evaluations came to about 665 s)."""
+
+    budget_s: float
+    seconds: dict[str, float]
+    """Each evaluator's seconds, in the order they ran."""
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def within(self) -> bool:
+        return self.total_s <= self.budget_s
+
+    def as_dict(self) -> dict[str, object]:
+        return {"budget_s": self.budget_s, "total_s": self.total_s, "within_budget": self.within,
+                "seconds": dict(self.seconds)}
+
+
+def eval_budget(evaluations: Mapping[str, FinalEvaluation], budget_s: float) -> EvalBudget:
+    return EvalBudget(budget_s, {name: e.result.seconds for name, e in evaluations.items()})
 
 
 @torch.no_grad()

@@ -36,7 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 import golf
 from golf.config import ConfigError, GolfConfig, config_from_env, near_miss_env_keys, resolve, validate
 from golf.contract import (
-    ARTIFACT_FILE_KEY, ARTIFACT_SAVED_PREFIX, RESULT_FILE, RESULT_SCHEMA, TRAIN_LOG_FILE, TRAIN_STATE_FILE,
+    ARTIFACT_FILE_KEY, ARTIFACT_SAVED_PREFIX, RESULT_FILE, RESULT_SCHEMA, SUBMISSION_SCRIPT, TRAIN_LOG_FILE,
+    TRAIN_STATE_FILE,
 )
 from golf.data import DataError, DistributedTokenLoader, load_validation_tokens, shard_files
 from golf.distributed import (
@@ -44,7 +45,7 @@ from golf.distributed import (
     world_size_from_env,
 )
 from golf.evaluate import (
-    HEADLINE_RULE, EvalInputs, EvalResult, FinalEvaluation, StandardEvaluator, autocast_for, evaluate,
+    HEADLINE_RULE, EvalInputs, EvalResult, FinalEvaluation, StandardEvaluator, autocast_for, eval_budget, evaluate,
     pick_headline,
 )
 from golf.model import build_model, parameter_roles
@@ -55,7 +56,7 @@ from golf.optim import (
 )
 from golf.preflight import preflight
 from golf.quant import (
-    ArtifactSize, ExportFormat, code_bytes, codec_spec, loaded_source_files, pack_artifact, unpack_artifact,
+    ArtifactSize, ExportFormat, code_bytes, codec_spec, pack_artifact, submission_code, unpack_artifact,
 )
 from golf.quant.policy import ExportPolicy
 from golf.runlog import RunLog, eprint, write_bytes_atomic, write_json_atomic
@@ -212,12 +213,23 @@ class Trial:
         model.train()
         # Every sequence length training will use gets warmup steps, so each shape is compiled now.
         seq_lens = self.techniques.warmup_seq_lens(cfg.train_seq_len)
-        for i in range(cfg.warmup_steps):
-            self.train_step(model, loader, seq_lens[i % len(seq_lens)])
-            optimizers.step()
-            optimizers.zero_grad()
-            if cfg.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == cfg.warmup_steps:
-                self.log(f"warmup_step:{i + 1}/{cfg.warmup_steps}")
+
+        def warmup_steps(label: str) -> None:
+            for i in range(cfg.warmup_steps):
+                self.train_step(model, loader, seq_lens[i % len(seq_lens)])
+                optimizers.step()
+                optimizers.zero_grad()
+                if cfg.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == cfg.warmup_steps:
+                    self.log(f"{label}:{i + 1}/{cfg.warmup_steps}")
+
+        warmup_steps("warmup_step")
+        # As many again with every switch training flips later already on (depth recurrence's
+        # layer order), so the graph met at the switch is compiled before the clock starts.
+        undo = self.techniques.warmup_future(self.training)
+        if undo:
+            warmup_steps("future_warmup_step")
+            for switch_back in reversed(undo):
+                switch_back()
         base.load_state_dict(initial_weights, strict=True)
         optimizers.load_state_dicts(initial_optimizers)
         optimizers.zero_grad()
@@ -226,6 +238,9 @@ class Trial:
               byte_counter: ByteCounter) -> TrainOutcome:
         cfg, ctx, log, run = self.cfg, self.ctx, self.log, self.training
         loader = self.new_loader(train_files)  # a fresh stream: the warmup's batches are not reused
+        # Statistics taken after training (GPTQ's Hessians) continue this stream: unseen training batches.
+        run.calibration_batches = lambda n: (
+            loader.next_batch(cfg.train_batch_tokens, cfg.train_seq_len, self.accum)[0] for _ in range(n))
         cap_ms = training_budget_ms(cfg)
         outcome = TrainOutcome()
         self.techniques.on_train_start(run)
@@ -294,17 +309,20 @@ class Trial:
     def export(self, outcome: TrainOutcome) -> dict[str, Any]:
         """Write the compressed artifact and train_state.json (rank 0), then let every rank go on."""
         log, fmt = self.log, self.fmt
-        state = self.base.state_dict()
-        code_files = loaded_source_files("golf")
-        code = code_bytes(code_files)
+        state, roles = self.techniques.artifact_state(self.base.state_dict(), self.roles)
         train_state: dict[str, Any] = {}
         if self.ctx.is_master:
+            # The submission is one script: the golf code this config needs (RUN_DIR/train_gpt.py).
+            script = submission_code(self.cfg, self.stack, self.scale)
+            write_bytes_atomic(self.run_dir / SUBMISSION_SCRIPT, script)
+            code = code_bytes(script)
             raw = io.BytesIO()
             torch.save(state, raw)
             log(f"Serialized model: {raw.tell()} bytes")
             log(f"Code size: {code} bytes")
             log(f"Total submission size: {raw.tell() + code} bytes")
-            blob, stats = pack_artifact(state, self.roles, self.policy, fmt.codec)
+            packed = self.techniques.export_artifact(self.training, state, roles, self.policy, fmt.codec, code)
+            blob, stats = packed if packed is not None else pack_artifact(state, roles, self.policy, fmt.codec)
             artifact_path = self.run_dir / fmt.filename
             write_bytes_atomic(artifact_path, blob)
             ratio = stats.baseline_tensor_bytes / max(stats.payload_bytes, 1)
@@ -316,7 +334,7 @@ class Trial:
                 "config": self.cfg.to_dict(), "preset": self.stack, "scale": self.scale,
                 ARTIFACT_FILE_KEY: fmt.filename, "artifact_sha256": _sha256(blob),
                 "model_bytes": len(blob), "code_bytes": code,
-                "code_files": [str(p.relative_to(Path(golf.__file__).parent.parent)) for p in code_files],
+                "code_file": SUBMISSION_SCRIPT,
                 "steps": outcome.steps, "train_ms": outcome.train_ms, "stopped_early": outcome.stopped_early,
                 "world_size": self.ctx.world_size, "device": describe_device(self.ctx.device),
                 "techniques": self.techniques.report(),
@@ -325,7 +343,13 @@ class Trial:
             }
             write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
             log(f"{ARTIFACT_SAVED_PREFIX} {self.run_dir}")
-        return broadcast_object(train_state)
+        train_state = broadcast_object(train_state)
+        # A promise the export could not keep (a byte target) stops the run before evaluation; the
+        # artifact and train_state are on disk.
+        shortfall = train_state["quant_stats"].get("target", {}).get("shortfall_message")
+        if shortfall:
+            raise ConfigError(shortfall)
+        return train_state
 
     def adopt_finished_training(self) -> dict[str, Any]:
         """EVAL_ONLY_FROM: take the artifact and training record of an earlier run of this config."""
@@ -350,6 +374,8 @@ class Trial:
         if self.ctx.is_master and source != self.run_dir:
             write_bytes_atomic(self.run_dir / train_state[ARTIFACT_FILE_KEY], blob)
             write_json_atomic(self.run_dir / TRAIN_STATE_FILE, train_state)
+            if (source / SUBMISSION_SCRIPT).is_file():  # the code counted goes with the artifact
+                write_bytes_atomic(self.run_dir / SUBMISSION_SCRIPT, (source / SUBMISSION_SCRIPT).read_bytes())
         barrier()
         self.result["metrics"]["evaluations"].update(train_state.get("evaluations", {}))
         self.log(f"eval_only: artifact {train_state[ARTIFACT_FILE_KEY]} from {source} "
@@ -363,8 +389,9 @@ class Trial:
         """Read the artifact back from disk, dequantize it into the model, run every evaluator and
         take the headline by the stated rule."""
         artifact_path = self.run_dir / train_state[ARTIFACT_FILE_KEY]
-        self.base.load_state_dict(unpack_artifact(artifact_path.read_bytes()).state_dict, strict=True)
-        inputs = EvalInputs(self.eval_model, val_tokens, byte_counter, self.cfg, self.ctx, self.accum)
+        state = self.techniques.model_state(unpack_artifact(artifact_path.read_bytes()).state_dict)
+        self.base.load_state_dict(state, strict=True)
+        inputs = EvalInputs(self.eval_model, val_tokens, byte_counter, self.cfg, self.ctx, self.accum, log=self.log)
         finals: dict[str, FinalEvaluation] = {}
         for evaluator in [StandardEvaluator(), *self.techniques.evaluators()]:
             label = evaluator.label(self.fmt.metric_prefix)
@@ -375,6 +402,12 @@ class Trial:
             finals[evaluator.name] = FinalEvaluation(evaluator.name, label, evaluator.legal, val)
         headline = pick_headline(finals)
         self.log(f"headline:{headline.label} val_bpb:{headline.result.val_bpb:.8f} (rule: {HEADLINE_RULE})")
+        budget = eval_budget(finals, self.cfg.eval_budget_seconds)
+        self.log("eval_time " + " ".join(f"{name}:{s:.1f}s" for name, s in budget.seconds.items())
+                 + f" total:{budget.total_s:.1f}s budget:{budget.budget_s:g}s within_budget:{int(budget.within)}")
+        if not budget.within:
+            self.log(f"warning: the final evaluations took {budget.total_s:.0f}s, over the {budget.budget_s:g}s "
+                     "evaluation budget (EVAL_BUDGET_SECONDS)")
         size = ArtifactSize(model=train_state["model_bytes"], code=train_state["code_bytes"])
         self.result["metrics"].update(val_bpb=headline.result.val_bpb, val_loss=headline.result.val_loss,
                                       headline_metric=headline.label)
@@ -383,7 +416,8 @@ class Trial:
         self.result["techniques"] = train_state["techniques"]
         self.result["timing"] = {
             "train_s": train_state["train_ms"] / 1000.0,
-            "eval_s": sum(e.result.seconds for e in finals.values()),
+            "eval_s": budget.total_s,
+            "eval_budget": budget.as_dict(),
             "steps": train_state["steps"],
             "step_avg_ms": train_state["train_ms"] / max(train_state["steps"], 1),
             "stopped_early": train_state["stopped_early"],

@@ -49,6 +49,9 @@ resuming: run the same command again after an interruption (Ctrl-C, a killed dri
 an unfinished experiment of the same name is resumed (finished trials are kept, errored ones are
 retried from their checkpoint). --restart moves the old experiment aside and starts over.
 Concurrency and retry settings are those the experiment started with.
+Ctrl-C or SIGTERM stops the trials, writes the table (stopped trials: INTERRUPTED) and exits with
+130 / 143. One driver per experiment directory: a second one exits 2 and names the first. A
+configuration or data error in a trial is not retried.
 
 examples:
   %(prog)s --dry-run

@@ -3,13 +3,17 @@
 :func:`run_sweep` is what ``python sweeps/<file>.py`` and ``sweeps run`` end in:
 
 1. resolve and validate every trial (:func:`sweeps.spec.plan_sweep`) before touching Ray;
-2. connect to Ray: attach to the cluster named by ``RAY_ADDRESS`` (what ``ray job submit`` sets,
+2. take the experiment directory's lock (:mod:`sweeps.lock`): a second driver is refused;
+3. connect to Ray: attach to the cluster named by ``RAY_ADDRESS`` (what ``ray job submit`` sets,
    so trials use the job's ``working_dir``), else start a local Ray on this machine;
-3. resume the experiment when its directory holds an unfinished one (``Tuner.restore`` with
-   errored trials resumed from their checkpoints), refuse when the sweep changed since, start
-   over with ``restart`` (the old directory is kept aside), or start a new one;
-4. run it (FIFO, or the sweep's ASHA), with the results table rewritten as trials end;
-5. rebuild the table, summarize each config, and compare each config with the baseline.
+4. resume the experiment when its directory holds an unfinished one (``Tuner.restore`` with
+   errored trials resumed from their checkpoints), refuse when the sweep changed since (naming
+   what changed), start over with ``restart`` (the old directory is kept aside), or start anew;
+5. run it (FIFO, or the sweep's ASHA), with the results table rewritten as trials end; failures
+   a retry cannot fix are not retried, and SIGINT/SIGTERM or a full disk stop it gracefully
+   (:mod:`sweeps.supervision`): the trials it stopped are marked INTERRUPTED;
+6. rebuild the table, summarize each config, and compare each config with the baseline; a sweep
+   stopped by a signal then raises :class:`sweeps.supervision.SweepInterrupted`.
 
 Storage: a local path (default ``experiments/`` under the current directory) where trials write
 in place, or a URI (``s3://``, ``gs://``) where Tune uploads each trial's files; a multi-node

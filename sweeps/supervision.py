@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any, TextIO
 
 from sweeps.failures import STORAGE_TEXT, FAILURE_KIND_KEY, RUN, STORAGE, is_storage_full
@@ -71,6 +72,8 @@ class StopSignals:
         self._previous_env: str | None = None
 
     def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only: nothing to catch here
         self._previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
         # Tune would put its own SIGINT handler in place of ours; its SIGUSR1 one stays.
         self._previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
@@ -79,6 +82,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if not self._previous:
+            return
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         if self._previous_env is None:
@@ -88,6 +93,8 @@ class StopSignals:
 
     def install(self) -> None:
         """(Re)install the handlers: ``ray.init`` replaces the SIGTERM one with its own."""
+        if not self._previous:
+            return
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 

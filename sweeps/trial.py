@@ -22,7 +22,9 @@ so Ray pickles it by reference and every worker runs its own copy of this code. 
 Next to ``train.log`` it keeps ``trial.json`` (config, seed, status, error with the log's last
 lines, the command to reproduce it), so the results table can be rebuilt from trial directories
 alone. A failed run raises :class:`TrialError` carrying the log's tail; Tune records the trial as
-ERROR and the sweep goes on.
+ERROR and the sweep goes on. Just before, the trial reports what kind of failure it was and its
+one-line cause (:mod:`sweeps.failures`), so that the driver does not retry a configuration or data
+error or a full disk, and can print the cause once.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ then writes one folder per config, ready to open as a record PR:
   acceptance test against a leaderboard's best when ``--leaderboard`` is given, and how to
   reproduce it (the exact command and every seed's torchrun command and environment);
 * ``submission.json`` in the challenge's current schema (:mod:`sweeps.submissions`);
+* ``train_gpt.py``: the script the seeds ran, whose bytes are the counted code (for golf, the
+  run's bundle: :mod:`golf.bundle`), so the folder is a complete submission;
 * ``train_seed<N>.log`` for every seed.
 
 Violations are stated plainly in the README and on the console. A smoke-scale folder says, in its
@@ -30,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from golf.atomic import write_text_atomic
-from golf.contract import RESULT_FILE, SIZE_LIMIT_BYTES, TRAIN_LOG_FILE
+from golf.contract import RESULT_FILE, SIZE_LIMIT_BYTES, SUBMISSION_SCRIPT, TRAIN_LOG_FILE
 
 from sweeps.results import (
     SWEEP_RECORD, ExperimentStore, finished, iter_trial_records, load_results,
@@ -187,7 +189,11 @@ def write_record(rows: pd.DataFrame, *, label: str, scale: str, plan: Any, out_d
             shutil.copyfile(source, target)
             logs.append(target.name)
 
-    compliance = check_compliance(rows, smoke)
+    script, script_problem = submitted_script(plan, records)
+    if script is not None:
+        (folder / SUBMISSION_SCRIPT).write_bytes(script)
+    compliance = check_compliance(rows, smoke, script_bytes=None if script is None else len(script),
+                                  script_problem=script_problem)
     ratio = tokens_per_byte(done)
     significance = _leaderboard_significance(done, ratio, leaderboard) if leaderboard else None
     name = f"{'SMOKE TEST (not a record): ' if smoke else ''}{base}"
@@ -211,18 +217,42 @@ def write_record(rows: pd.DataFrame, *, label: str, scale: str, plan: Any, out_d
             seed_results=seed_results, hardware=_hardware(first_result, rows),
             versions=_versions(first_result), date=date,
             blurb=f"{label} on {len(seed_results)} seed(s), verified by `sweeps verify`",
-            code_bytes=_int(done["bytes_code"].max()), extra=extra)
+            code_bytes=len(script) if script is not None else _int(done["bytes_code"].max()), extra=extra)
         submission_path = "submission.json"
     readme = _readme(name=name, smoke=smoke, label=label, plan=plan, rows=rows, done=done,
                      records=records, compliance=compliance, significance=significance,
                      command=command, logs=logs, submission=submission_path,
+                     script=None if script is None else len(script),
                      experiment_dir=experiment_dir, identity_missing=not (author and github_id))
     write_text_atomic(folder / "README.md", readme)
     return folder, compliance
 
 
-def check_compliance(rows: pd.DataFrame, smoke: bool) -> Compliance:
-    """Artifact size for every seed; training and eval time at full scale; every seed finished."""
+def submitted_script(plan: Any, records: Mapping[int, Mapping[str, Any]]) -> tuple[bytes | None, str | None]:
+    """The one script the seeds ran (golf: the train_gpt.py each run wrote; a competitor's: its
+    script), and what is wrong when there is not exactly one."""
+    if not plan.is_golf:
+        path = Path(str(plan.program.script))
+        if not path.is_file():
+            return None, f"the script {path} is not on this machine: copy it into the folder as {SUBMISSION_SCRIPT}"
+        return path.read_bytes(), None
+    scripts = {seed: path.read_bytes() for seed, record in records.items()
+               if (path := Path(record["trial_dir"]) / "run" / SUBMISSION_SCRIPT).is_file()}
+    if not scripts:
+        return None, (f"no {SUBMISSION_SCRIPT}: the runs wrote none (golf older than its bundle); "
+                      f"write it with `golf bundle` and add it before opening the PR")
+    first = next(iter(scripts.values()))
+    differing = [str(seed) for seed, data in scripts.items() if data != first]
+    if differing:
+        return first, (f"seed(s) {', '.join(differing)} ran a different {SUBMISSION_SCRIPT} than seed "
+                       f"{next(iter(scripts))}: a record is one script run with several seeds")
+    return first, None
+
+
+def check_compliance(rows: pd.DataFrame, smoke: bool, *, script_bytes: int | None = None,
+                     script_problem: str | None = None) -> Compliance:
+    """Artifact size for every seed (its model plus the submitted script, ``script_bytes``, when
+    known); training and eval time at full scale; every seed finished; one script."""
     result = Compliance()
     for row in rows.itertuples():
         if row.status != "TERMINATED":
@@ -230,6 +260,12 @@ def check_compliance(rows: pd.DataFrame, smoke: bool) -> Compliance:
             result.violations.append(f"seed {row.seed} did not finish ({row.status}): {first}")
             continue
         size = _int(row.bytes_total)
+        model, code = _int(getattr(row, "bytes_model", None)), _int(getattr(row, "bytes_code", None))
+        if script_bytes is not None and model is not None:
+            size = model + script_bytes  # the code counted is the file in the folder
+        if script_bytes is not None and code is not None and code != script_bytes:
+            result.violations.append(f"seed {row.seed}: the run counted {code:,} code bytes, but "
+                                     f"{SUBMISSION_SCRIPT} is {script_bytes:,} bytes")
         if size is None:
             result.violations.append(f"seed {row.seed}: the artifact size is unknown (no "
                                      "'Total submission size' line)")
@@ -244,6 +280,10 @@ def check_compliance(rows: pd.DataFrame, smoke: bool) -> Compliance:
             elif value > TIME_LIMIT_S:
                 result.violations.append(f"seed {row.seed}: {what} took {value:.1f} s, over the "
                                          f"{TIME_LIMIT_S:.0f} s limit")
+    if script_problem:
+        result.violations.append(script_problem)
+    if script_bytes is not None:
+        result.checks.append(f"code: {SUBMISSION_SCRIPT}, {script_bytes:,} bytes, counted in every seed's total")
     sizes = [s for s in (_int(v) for v in rows["bytes_total"]) if s is not None]
     result.checks.append(f"artifact <= {SIZE_LIMIT_BYTES:,} bytes: largest "
                          f"{max(sizes):,} bytes" if sizes else "artifact size: unknown")
@@ -299,7 +339,8 @@ def _best_row(leaderboard: str) -> Any:
 def _readme(*, name: str, smoke: bool, label: str, plan: Any, rows: pd.DataFrame,
             done: pd.DataFrame, records: Mapping[int, Mapping[str, Any]], compliance: Compliance,
             significance: Mapping[str, Any] | None, command: str, logs: Sequence[str],
-            submission: str | None, experiment_dir: str, identity_missing: bool) -> str:
+            submission: str | None, experiment_dir: str, identity_missing: bool,
+            script: int | None = None) -> str:
     lines = [f"# {name}", ""]
     if smoke:
         lines += ["> **Smoke test, not a record.** This folder was produced at smoke scale (CPU, a "
@@ -341,10 +382,18 @@ def _readme(*, name: str, smoke: bool, label: str, plan: Any, rows: pd.DataFrame
     for seed, record in records.items():
         if record.get("command"):
             lines += [f"seed {seed}:", "```", record["command"], "```"]
+    if script is not None:
+        data = "DATA_PATH=... TOKENIZER_PATH=... " if plan.uses_data else ""
+        world = (_int(rows["world_size"].max()) if "world_size" in rows else None) or 8
+        lines += ["", f"Or from this folder, as the challenge runs a record (the settings are "
+                      f"{SUBMISSION_SCRIPT}'s defaults):", "", "```",
+                  f"{data}SEED=<seed> torchrun --standalone --nproc_per_node={world} {SUBMISSION_SCRIPT}", "```"]
     versions = _versions(_golf_result(records))
     if versions:
         lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."]
     lines += ["", "## Files", ""]
+    if script is not None:
+        lines.append(f"- `{SUBMISSION_SCRIPT}`: the code, {script:,} bytes (the code bytes counted)")
     if submission:
         lines.append(f"- `{submission}`: the challenge's submission schema, per-seed results")
         if identity_missing:

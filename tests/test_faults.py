@@ -14,6 +14,7 @@ torchrun trials and real files.
 | driver SIGKILLed                        | no process left; the lock does not stick; resumes | tests/test_experiment.py::test_a_killed_driver_leaves_no_process_and_the_experiment_resumes |
 | storage full                            | "storage full at PATH" once; finished rows kept; UNKNOWN | test_a_full_disk_is_said_once_and_finished_rows_are_kept |
 | golf's own data errors                  | classified as not worth a retry           | test_golf_data_errors_are_classified_as_not_retryable |
+| the lock's holder SIGKILLed             | the kernel frees the lock; the holder is named while alive | test_the_lock_names_its_holder_and_dies_with_it |
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pathlib import Path
 import pytest
 
 from sweeps.failures import CONFIG, RUN, STORAGE, classify_run_failure
-from sweeps.launcher import wait_until_gone
+from sweeps.launcher import child_pids, pid_alive, wait_until_gone
 from sweeps.lock import ExperimentBusy, ExperimentLock, driver_is_running, read_holder
+from sweeps.results import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 FAULT_SCRIPT = Path(__file__).resolve().parent / "data" / "sweeps" / "fault_train.py"
@@ -67,7 +69,7 @@ def _driver_argv(sweep_file: Path, storage: Path, *extra: str) -> list[str]:
             "--max-concurrent", "1", *extra]
 
 
-def _wait_for(predicate, proc: subprocess.Popen | None, what: str, timeout_s: float = 120) -> None:
+def _wait_for(predicate, proc: subprocess.Popen | None, what: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert proc is None or proc.poll() is None, f"the driver ended before {what}"
@@ -90,19 +92,48 @@ def _trial(experiment: Path, label_part: str) -> dict:
     return json.loads(path.read_text()) | {"trial_dir": str(path.parent)}
 
 
-def _table(experiment: Path) -> dict[str, dict]:
-    out = subprocess.run([sys.executable, "-m", "sweeps.cli", "table", str(experiment), "--json"],
-                         env=_env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return {row["label"]: row for row in json.loads(out.stdout)}
+def _table(experiment: Path, *, cli: bool = False) -> dict[str, dict]:
+    """The experiment's table by label: what `sweeps table DIR --json` prints (``cli``: run it)."""
+    if cli:
+        out = subprocess.run([sys.executable, "-m", "sweeps.cli", "table", str(experiment),
+                              "--json"], env=_env(), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        rows = json.loads(out.stdout)
+    else:
+        rows = json.loads(load_results(experiment).to_json(orient="records"))
+    return {row["label"]: row for row in rows}
 
 
-def _finish(proc: subprocess.Popen, timeout_s: float = 180) -> tuple[int, str, str]:
+@pytest.fixture
+def drivers():
+    """Drivers a test starts in the background; any still running at its end (a failed test)
+    is killed with its whole process tree, Ray included."""
+    started: list[subprocess.Popen] = []
+
+    def start(argv: list[str], cwd: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, env=_env(), cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            tree = child_pids(proc.pid)
+            proc.kill()
+            proc.communicate()
+            for pid in tree:
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _finish(proc: subprocess.Popen, timeout_s: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout_s)
     return proc.returncode, out, err
 
 
-# --------------------------------------------------------------------------------- quick
+# --------------------------------------------------------------------------------- without Ray
+@pytest.mark.slow
 def test_golf_data_errors_are_classified_as_not_retryable(tmp_path):
     """A real golf.train under torchrun, given a tokenizer that is not a SentencePiece model."""
     bad = tmp_path / "bad.model"
@@ -222,23 +253,22 @@ def test_a_killed_trainer_is_retried_and_a_data_error_is_not(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o640, path
 
 
-SHORT, LONG = "LR=0.1,ITERATIONS=3", "LR=0.2,ITERATIONS=30"
+SHORT, LONG = "LR=0.1,ITERATIONS=3", "LR=0.2,ITERATIONS=60"
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_sweep_and_it_resumes(tmp_path):
+def test_sigterm_stops_the_sweep_and_it_resumes(tmp_path, drivers):
     pids = tmp_path / "pids"
     pids.mkdir()
     sweep = _sweep_file(tmp_path, "stops", fixed={"STEP_SECONDS": 0.1, "PID_DIR": str(pids)},
-                        configs=[{"LR": 0.1, "ITERATIONS": 3}, {"LR": 0.2, "ITERATIONS": 30}])
+                        configs=[{"LR": 0.1, "ITERATIONS": 3}, {"LR": 0.2, "ITERATIONS": 60}])
     storage = tmp_path / "experiments"
     experiment = storage / "stops"
     argv = _driver_argv(sweep, storage)
 
     # 1. SIGTERM to the driver (as `kill` or a job scheduler sends it) while the second trial trains.
-    first = subprocess.Popen(argv, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for(lambda: _log_has(experiment, "LR=0.2", "step:3/30"), first, "the second trial")
+    first = drivers(argv, tmp_path)
+    _wait_for(lambda: _log_has(experiment, "LR=0.2", "step:3/60"), first, "the second trial")
     first.send_signal(signal.SIGTERM)
     code, out, err = _finish(first)
     assert code == 143, out[-3000:] + err[-3000:]
@@ -274,7 +304,7 @@ def test_sigterm_stops_the_sweep_and_it_resumes(tmp_path):
 
     # 3. The same sweep with one setting added: refused, naming only that change.
     changed = subprocess.run([*argv, "--set", "VAL_EVERY=2"], env=_env(), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2
     assert '(changed: fixed_env VAL_EVERY: (unset) -> "2");' in changed.stderr
     for unchanged in ("variants", "seeds", "program", "STEP_SECONDS", "Traceback"):
@@ -282,35 +312,32 @@ def test_sigterm_stops_the_sweep_and_it_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_driver_is_refused_and_ctrl_c_stops_the_first(tmp_path):
+def test_a_second_driver_is_refused_and_ctrl_c_stops_the_first(tmp_path, drivers):
     pids = tmp_path / "pids"
     pids.mkdir()
-    sweep = _sweep_file(tmp_path, "twice", fixed={"ITERATIONS": 200, "STEP_SECONDS": 0.1,
+    sweep = _sweep_file(tmp_path, "twice", fixed={"ITERATIONS": 3000, "STEP_SECONDS": 0.1,
                                                   "PID_DIR": str(pids)},
                         configs=[{"LR": 0.1}], max_failures=0)
     storage = tmp_path / "experiments"
     experiment = storage / "twice"
     argv = _driver_argv(sweep, storage)
-    first = subprocess.Popen(argv, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _wait_for(lambda: _log_has(experiment, "LR=0.1", "step:2/200"), first, "the first trial")
-        second = subprocess.run(argv, env=_env(), cwd=tmp_path, capture_output=True, text=True,
-                                timeout=120)
-        assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-        (line,) = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
-        assert f"being run by another driver: pid {first.pid} on host " in line
-        assert "running since " in line and "sweeps run" in line and "--name NEW" in line
-        assert "started a local Ray" not in second.stdout  # refused before starting anything
-        # Reading the table takes no lock, writes no table, and sees the live trial.
-        assert _table(experiment)["LR=0.1"]["status"] == "RUNNING"
-        assert not (experiment / "results.csv").exists()
-        assert read_holder(experiment).pid == first.pid and first.poll() is None
-        assert not list(experiment.glob("*/*.attempt*")), "the first run's files were moved"
-    finally:
-        # Ctrl-C in a terminal: SIGINT to the driver's whole process group.
-        os.killpg(first.pid, signal.SIGINT)
-        code, out, err = _finish(first)
+    first = drivers(argv, tmp_path)
+    _wait_for(lambda: _log_has(experiment, "LR=0.1", "step:2/3000"), first, "the first trial")
+    second = subprocess.run(argv, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    (line,) = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+    assert f"being run by another driver: pid {first.pid} on host " in line
+    assert "running since " in line and "sweeps run" in line and "--name NEW" in line
+    assert "started a local Ray" not in second.stdout  # refused before starting anything
+    # Reading the table takes no lock, writes no table, and sees the live trial.
+    assert _table(experiment, cli=True)["LR=0.1"]["status"] == "RUNNING"
+    assert not (experiment / "results.csv").exists()
+    assert read_holder(experiment).pid == first.pid and first.poll() is None
+    assert not list(experiment.glob("*/*.attempt*")), "the first run's files were moved"
+    # Ctrl-C in a terminal: SIGINT to the driver's whole process group.
+    os.killpg(first.pid, signal.SIGINT)
+    code, out, err = _finish(first)
     assert code == 130, out[-2000:] + err[-2000:]
     assert "stopped by SIGINT" in out and "Traceback" not in out + err
     assert f"resume with: sweeps run {sweep} --storage {storage} --max-concurrent 1" in err

@@ -45,6 +45,23 @@ def _rows(**columns) -> pd.DataFrame:
     return pd.DataFrame(base)
 
 
+def test_compliance_counts_the_submitted_script():
+    rows = _rows(bytes_model=[15_950_000, 15_000_000], bytes_code=[50_001, 50_001],
+                 bytes_total=[16_000_001, 15_050_001])
+    # the runs counted what the folder holds: the larger seed is over by one byte
+    over = check_compliance(rows, smoke=True, script_bytes=50_001)
+    assert over.violations == ["seed 1: artifact 16,000,001 bytes is over the 16,000,000-byte limit"]
+    assert "code: train_gpt.py, 50,001 bytes, counted in every seed's total" in over.checks
+    # a script that is not the one the runs counted is named, and its own bytes decide the size
+    other = check_compliance(rows, smoke=True, script_bytes=50_000)
+    assert other.violations == [
+        "seed 1: the run counted 50,001 code bytes, but train_gpt.py is 50,000 bytes",
+        "seed 2: the run counted 50,001 code bytes, but train_gpt.py is 50,000 bytes"]
+    missing = check_compliance(rows.assign(bytes_total=[15_000_000, 15_000_000]), smoke=True,
+                               script_problem="no train_gpt.py: ...")
+    assert missing.violations == ["no train_gpt.py: ..."]
+
+
 def test_compliance_checks_size_time_and_completion():
     assert check_compliance(_rows(), smoke=False).ok
     over = check_compliance(_rows(bytes_total=[16_000_001, 15_000_000], train_s=[601.5, 500.0],
@@ -99,6 +116,8 @@ def test_record_folder_of_a_smoke_config_with_a_failed_seed(experiment, tmp_path
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md", "submission.json", "train_seed1337.log", "train_seed2024.log", "train_seed42.log"]
     assert compliance.violations and "seed 2024 did not finish (ERROR)" in compliance.violations[0]
+    # these trials are older than golf's bundle: the folder says that it lacks the code
+    assert any(v.startswith("no train_gpt.py") for v in compliance.violations)
 
     submission = load_submission(folder / "submission.json")
     assert submission.seeds == ("1337", "42")  # only finished seeds carry numbers
@@ -146,3 +165,21 @@ def test_verify_at_smoke_scale_writes_a_valid_record_folder(tmp_path):
         assert f"seed:{result.seed}" in log and "final_int8_zlib_roundtrip_exact" in log
     readme = (folder / "README.md").read_text()
     assert "Smoke test, not a record" in readme and "every check passed" in readme
+    # the folder holds the code the seeds ran and counted: the bundle every run wrote
+    script = (folder / "train_gpt.py").read_bytes()
+    assert submission.code_bytes == len(script) and f"`train_gpt.py`: the code, {len(script):,} bytes" in readme
+    for result in submission.per_seed:
+        row = table[table["seed"] == int(result.seed)].iloc[0]
+        assert (Path(row["trial_dir"]) / "run" / "train_gpt.py").read_bytes() == script
+        assert result.artifact_bytes == int(row["bytes_model"]) + len(script)
+    # ... and that script reruns a seed to the same val_bpb, with only the seed, data and run
+    # folder in its environment
+    first = submission.per_seed[0]
+    row = table[table["seed"] == int(first.seed)].iloc[0]
+    config = json.loads((Path(row["trial_dir"]) / "run" / "result.json").read_text())["config"]
+    rerun_env = {**env, "OMP_NUM_THREADS": "1", "SEED": first.seed, "RUN_DIR": str(tmp_path / "rerun"),
+                 "DATA_PATH": config["data_path"], "TOKENIZER_PATH": config["tokenizer_path"]}
+    rerun = subprocess.run([sys.executable, str(folder / "train_gpt.py")], cwd=tmp_path, env=rerun_env,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((tmp_path / "rerun" / "result.json").read_text())["metrics"]["val_bpb"] == first.val_bpb

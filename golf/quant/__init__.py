@@ -2,7 +2,7 @@
 codec registry and the artifact container, and the byte accounting of the artifact. No Ray here;
 zstandard and brotli are imported only when their codec is used."""
 
-from golf.quant.artifact import SIZE_LIMIT_BYTES, ArtifactSize, code_bytes, loaded_source_files
+from golf.quant.artifact import SIZE_LIMIT_BYTES, ArtifactSize, code_bytes, submission_code
 from golf.quant.compress import (
     CODEC_NAMES,
     CODECS,
@@ -58,11 +58,11 @@ __all__ = [
     "ensure_available",
     "export_formats",
     "fake_quantize_rows",
-    "loaded_source_files",
     "pack_artifact",
     "quantize_rows",
     "quantize_state_dict",
     "row_scales",
     "ste_fake_quant",
+    "submission_code",
     "unpack_artifact",
 ]

@@ -1,70 +1,49 @@
 """Artifact byte accounting (techniques.md 1.6, 3.8): compressed model bytes + code bytes.
 
-A challenge submission counts the UTF-8 bytes of the code that runs. For the golf pipeline that is
-the source of the ``golf`` modules the run actually imported, so the code size is read from
-``sys.modules`` rather than from a hand-kept list of files that could go stale. Take it once the
-pipeline is fully imported (at export time): a module imported later is not counted.
+A challenge submission counts the UTF-8 bytes of the one script that runs. For a golf run that
+script is its bundle (:mod:`golf.bundle`): the golf code the run's config needs in one file,
+written to RUN_DIR/train_gpt.py at the end of the run; a run that is itself a bundle counts, and
+copies, its own file.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from golf.contract import SIZE_LIMIT_BYTES
 
-
-def _belongs_to(module_name: str, package: str) -> bool:
-    return module_name == package or module_name.startswith(package + ".")
-
-
-def _module_name(key: str, module: object) -> str:
-    # `python -m golf.train` (and torchrun -m) runs the entry module as "__main__"; its spec keeps
-    # the real name, and its source is as much a part of the run as any imported module.
-    if key == "__main__":
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.name:
-            return spec.name
-    return key
+if TYPE_CHECKING:
+    from golf.config import GolfConfig
 
 
-def loaded_source_files(package: str = "golf") -> list[Path]:
-    """The ``.py`` files of ``package`` imported in this process, sorted, each exactly once.
+def running_bundle() -> Path | None:
+    """The train_gpt.py this process runs from, when it is a bundle (its entry sets golf.__bundle__)."""
+    import golf
 
-    Includes the entry module of ``python -m package.module``. Raises if an imported module of
-    the package has no ``.py`` source (bytecode-only or compiled), since its size cannot be counted
-    honestly.
-    """
-    files: set[Path] = set()
-    for key, module in list(sys.modules.items()):
-        if module is None or not _belongs_to(_module_name(key, module), package):
-            continue
-        location = getattr(module, "__file__", None)
-        if location is None:  # a namespace package: a directory, no code of its own
-            continue
-        path = Path(location).resolve()
-        if path.suffix != ".py":
-            raise ValueError(
-                f"module {key!r} was loaded from {path}, not from .py source, so its code bytes "
-                "cannot be counted: run from a source checkout (pip install -e .)"
-            )
-        files.add(path)
-    return sorted(files)
+    location = getattr(golf, "__bundle__", None)
+    return Path(location) if location else None
 
 
-def code_bytes(files: Sequence[Path]) -> int:
-    """Total UTF-8 byte length of ``files`` (each must be valid UTF-8 text)."""
-    total = 0
-    for path in files:
-        data = Path(path).read_bytes()
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path} is not UTF-8 text ({exc}): save it as UTF-8") from exc
-        total += len(data)
-    return total
+def submission_code(cfg: GolfConfig, stack: str, scale: str) -> bytes:
+    """The script a submission of this run is: the bundle it runs from, else the bundle of its
+    config (preset ``stack`` at ``scale``)."""
+    bundle = running_bundle()
+    if bundle is not None:
+        return bundle.read_bytes()
+    from golf.bundle import build_bundle  # the builder is never inside a bundle
+
+    return build_bundle(cfg, stack, scale).data
+
+
+def code_bytes(script: bytes) -> int:
+    """The counted size of a script: its UTF-8 byte length (it must be valid UTF-8 text)."""
+    try:
+        script.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the submitted script is not UTF-8 text ({exc}): save it as UTF-8") from exc
+    return len(script)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from golf.quant.policy import (
     FP16,
     FP32,
     RAW,
+    Codes,
     REFERENCE_INT8_ROWS,
     REFERENCE_INT8_TENSOR,
     ExportPolicy,
@@ -141,6 +142,10 @@ class ExportStats:
     """The artifact's model bytes (0 until packed)."""
     codec: str = ""
     """The codec's label (empty until packed)."""
+    methods: dict[str, int] = field(default_factory=dict)
+    """Tensors whose codes a technique supplied (GPTQ, clip search, pruning), per method."""
+    target: dict[str, Any] = field(default_factory=dict)
+    """A byte target's fitting: what was done to fit, and ``shortfall_message`` when it could not."""
 
     def count(self, fmt: TensorFormat, nbytes: int) -> None:
         key = format_key(fmt)
@@ -160,6 +165,8 @@ class ExportStats:
             "raw_torch_bytes": self.raw_torch_bytes, "compressed_bytes": self.compressed_bytes,
             "layout": self.layout, "codec": self.codec, "formats": dict(self.formats),
             "format_bytes": dict(self.format_bytes), "summary": self.summary(),
+            **({"methods": dict(self.methods)} if self.methods else {}),
+            **({"target": dict(self.target)} if self.target else {}),
         }
 
 
@@ -312,6 +319,41 @@ def _quantize_per_tensor(name: str, t32: Tensor, fmt: TensorFormat) -> tuple[Ten
     return q, scale
 
 
+def quantize_tensor(name: str, t: Tensor, fmt: TensorFormat) -> tuple[Tensor, Tensor]:
+    """Round-to-nearest codes and stored scales of one tensor in integer format ``fmt`` (what the
+    export stores when no technique supplies codes); per-row scales come back as fp16."""
+    return _quantize(name, t, fmt)
+
+
+def code_bounds(fmt: TensorFormat) -> tuple[int, int]:
+    """The lowest and highest code a per-row integer format may store (relative rows may reach
+    ``-(c+1)``, techniques.md 2.1)."""
+    c = clip_range(fmt.bits)
+    return (-(c + 1) if fmt.grid == "relative" else -c), c
+
+
+def _checked_codes(name: str, t: Tensor, fmt: TensorFormat, codes: Codes) -> tuple[Tensor, Tensor]:
+    """A technique's codes, refused unless they fit the tensor and its format's grid."""
+    low, high = code_bounds(fmt)
+    q, scale = codes.q.detach().to("cpu"), codes.scale.detach().to("cpu")
+    if fmt.scheme != "per_row" or q.dtype != torch.int8 or tuple(q.shape) != tuple(t.shape) \
+            or tuple(scale.shape) != tuple(t.shape[:-1]):
+        raise ValueError(
+            f"{codes.method} supplied codes {tuple(q.shape)} {q.dtype} with scales {tuple(scale.shape)} for "
+            f"{name!r} {tuple(t.shape)} in format {fmt}: a coder must return int8 codes shaped like the "
+            "tensor and one scale per row of a per-row format"
+        )
+    if q.numel() and (int(q.min()) < low or int(q.max()) > high):
+        raise ValueError(
+            f"{codes.method} codes of {name!r} span [{int(q.min())}, {int(q.max())}], outside the "
+            f"int{fmt.bits} grid [{low}, {high}] its format {fmt} stores: fix the coder"
+        )
+    scale16 = scale.to(PER_ROW_SCALE_DTYPE)
+    if not torch.isfinite(scale16).all():
+        raise ValueError(f"{codes.method} gave {name!r} a scale outside the fp16 range: the weights have blown up")
+    return q.contiguous(), scale16.contiguous()
+
+
 def _quantize(name: str, t: Tensor, fmt: TensorFormat) -> tuple[Tensor, Tensor]:
     if fmt.scheme == "per_tensor":
         return _quantize_per_tensor(name, t.float(), fmt)
@@ -358,7 +400,12 @@ def quantize_state_dict(
     _check_finite(state_dict)
     state = {name: t.detach().to("cpu").contiguous() for name, t in state_dict.items()}
     formats = export_formats(state, roles, policy)
-    layout = _layout(state, formats)
+    supplied = {
+        name: codes for name, fmt in formats.items() if fmt.kind == "int" and fmt.scheme == "per_row"
+        and (codes := policy.codes_for(name, state[name], fmt)) is not None
+    }
+    # Codes that are not round-to-nearest's are recorded per tensor, which only the policy layout can say.
+    layout = POLICY_LAYOUT if supplied else _layout(state, formats)
     quantized: dict[str, Tensor] = {}
     scales: dict[str, Tensor] = {}
     dtypes: dict[str, str] = {}
@@ -373,11 +420,15 @@ def quantize_state_dict(
         stats.num_tensors += 1
         stats.baseline_tensor_bytes += _nbytes(t)
         if fmt.kind == "int":
-            q, s = _quantize(name, t, fmt)
+            if name in supplied:
+                q, s = _checked_codes(name, t, fmt, supplied[name])
+                stats.methods[supplied[name].method] = stats.methods.get(supplied[name].method, 0) + 1
+            else:
+                q, s = _quantize(name, t, fmt)
             quantized[name], scales[name], dtypes[name] = q, s, _dtype_name(t.dtype)
             meta = _qmeta(layout, fmt)
             if meta is not None:
-                qmeta[name] = meta
+                qmeta[name] = {**meta, "method": supplied[name].method} if name in supplied else meta
             stats.count(fmt, _nbytes(q) + _nbytes(s))
             continue
         if fmt.kind == "float":

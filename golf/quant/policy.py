@@ -13,6 +13,11 @@ export's (techniques.md 1.6) plus the int6 attention/MLP format (#137), decided 
 
 Techniques change single tensors through their ``export_policy`` hook, applied in registry order
 after the base rules; each sees the format proposed so far and returns a replacement or None.
+
+A technique may also supply the integer codes of a tensor itself (:class:`Codes`, through a
+``coders`` entry): GPTQ's error-compensated codes, a clip search's, or codes a pruner zeroed. The
+format still decides the grid width; the export checks the codes lie in it and stores them
+instead of round-to-nearest's. Coders run in registry order, each seeing the codes proposed so far.
 """
 
 from __future__ import annotations
@@ -94,6 +99,22 @@ RAW = TensorFormat(kind="raw")
 PolicyOverride = Callable[[str, Tensor, ParamRole, TensorFormat], "TensorFormat | None"]
 
 
+@dataclass(frozen=True)
+class Codes:
+    """Integer codes of one per-row tensor supplied by a technique instead of round-to-nearest's."""
+
+    q: Tensor
+    """int8 codes shaped like the tensor."""
+    scale: Tensor
+    """One scale per row (shape ``q.shape[:-1]``); stored as fp16."""
+    method: str
+    """Who made them (``gptq``, ``gptq_lite``, ``gptq+prune_pm1``), recorded in the artifact's qmeta."""
+
+
+# (name, tensor, format, codes proposed so far or None) -> replacement or None
+Coder = Callable[[str, Tensor, TensorFormat, "Codes | None"], "Codes | None"]
+
+
 def base_format(
     tensor: Tensor, role: ParamRole, *, quant: str, grid: str, keep_float_max_numel: int
 ) -> TensorFormat:
@@ -119,6 +140,7 @@ class ExportPolicy:
     grid: str = "relative"
     keep_float_max_numel: int = 65_536
     overrides: Sequence[PolicyOverride] = ()
+    coders: Sequence[Coder] = ()
 
     def __post_init__(self) -> None:
         if self.quant not in QUANT_FORMATS:
@@ -138,3 +160,12 @@ class ExportPolicy:
             if changed is not None:
                 fmt = changed
         return fmt
+
+    def codes_for(self, name: str, tensor: Tensor, fmt: TensorFormat) -> Codes | None:
+        """The technique-supplied codes of a per-row integer tensor, or None (round-to-nearest)."""
+        codes: Codes | None = None
+        for coder in self.coders:
+            changed = coder(name, tensor, fmt, codes)
+            if changed is not None:
+                codes = changed
+        return codes

@@ -12,7 +12,13 @@ only what it uses:
 ``override_roles``        change the role of a parameter (its optimizer group, weight decay
                           and export format follow)
 ``export_policy``         change the stored format of one tensor
+``quantized_codes``       supply the integer codes of one tensor (GPTQ, clip search, pruning)
+``export_artifact``       pack the artifact itself (fitting a byte target)
 ``on_model``              change the model once it is built, before compile and DDP
+``artifact_state``        the state the artifact stores, from the model's (unbank banks)
+``model_state``           the model's state from an artifact's (the inverse)
+``warmup_future``         switch on, for extra warmup steps, what training switches on later
+                          (so its graph is compiled before the clock starts); undone after
 ``on_train_start``        after warmup-and-restore, before step 0
 ``before_step``           before each optimizer step (step, LR scale, budget fraction)
 ``train_seq_len``         the sequence length of the step's batches (after before_step)
@@ -29,7 +35,7 @@ inside a compiled graph is baked in at the first trace.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,7 +50,9 @@ if TYPE_CHECKING:
     from golf.distributed import DistContext
     from golf.evaluate import EvalResult, Evaluator
     from golf.optim import OptimizerSet
-    from golf.quant.policy import TensorFormat
+    from golf.quant.compress import CodecSpec
+    from golf.quant.export import ExportStats
+    from golf.quant.policy import Codes, ExportPolicy, TensorFormat
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,10 @@ class TrainingRun:
     shared: dict[str, Any] = field(default_factory=dict)
     """State one technique publishes for a later one in registry order (EMA's shadow weights,
     which SWA may average)."""
+    calibration_batches: Callable[[int], Iterator[Tensor]] | None = None
+    """``calibration_batches(n)``: n fresh batches of training input tokens ``[batch, seq]`` on the
+    model's device (this rank's share), for statistics taken after training (GPTQ's Hessians);
+    None where the recipe has no training data (eval-only)."""
 
 
 class Candidates:
@@ -161,8 +173,36 @@ class Technique:
     def export_policy(self, name: str, tensor: Tensor, role: ParamRole, proposed: TensorFormat) -> TensorFormat | None:
         return None
 
+    def quantized_codes(self, name: str, tensor: Tensor, fmt: TensorFormat, proposed: Codes | None) -> Codes | None:
+        """The codes the artifact stores for a per-row integer tensor; ``proposed`` is what an
+        earlier technique supplied (None: round-to-nearest). Return None to leave it."""
+        return None
+
+    def export_artifact(self, run: TrainingRun, state: dict[str, Tensor], roles: RoleMap, policy: ExportPolicy,
+                        codec: CodecSpec, code_bytes: int) -> tuple[bytes, ExportStats] | None:
+        """Pack the artifact (rank 0) instead of the plain ``pack_artifact``; None = no opinion. A
+        pack that misses what it promised sets ``stats.target["shortfall_message"]``: the run stops
+        with it once the artifact and train_state are written."""
+        return None
+
     def on_model(self, run: TrainingRun, export_format: Callable[[str, Tensor], TensorFormat]) -> None:
         """``export_format(name, tensor)`` is the final export format of a parameter."""
+
+    def artifact_state(self, state: dict[str, Tensor], roles: RoleMap) -> tuple[dict[str, Tensor], RoleMap] | None:
+        """The state_dict the artifact stores and the roles of its entries, from the model's own
+        (Parallel Muon: per-layer 2-D weights in place of its banks); None = unchanged."""
+        return None
+
+    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor] | None:
+        """The inverse of :meth:`artifact_state`: the model's state_dict from an artifact's."""
+        return None
+
+    def warmup_future(self, run: TrainingRun) -> Callable[[], None] | None:
+        """Switch on now what this technique switches on later in training (depth recurrence's
+        layer order), for extra warmup steps that compile that graph before the clock starts;
+        return what switches it back (called before the warmup's weights and optimizer state are
+        restored). None: nothing changes later, or nothing a compiled graph would notice."""
+        return None
 
     def on_train_start(self, run: TrainingRun) -> None:
         pass

@@ -8,8 +8,10 @@ factor).
 - U-Net on the virtual sequence (the GPT's skip wiring follows ``layer_order``): enc = n // 2,
   decoder i uses skip weight ``min(i, n_skip - 1)``, and decoders beyond the pushed skips get none.
 - The switch is the GPT's ``layer_order``, which a compiled graph is guarded on, so writing it
-  recompiles once at activation (tests/test_architecture.py proves it under torch.compile).
-  ``RECUR_START_STEP=0`` activates it before compile, so warmup compiles the recurrent graph.
+  would recompile at activation (tests/test_architecture.py proves it under torch.compile). As in
+  #1260, the warmup therefore also runs WARMUP_STEPS steps with the recurrent order
+  (``warmup_future``) before everything is restored, so both graphs are compiled before the clock
+  starts. ``RECUR_START_STEP=0`` activates it before compile.
 - Evaluation uses the order training ended with; an ``EVAL_ONLY_FROM`` run uses the recurrent
   order when the source run trained past the start step.
 """
@@ -90,6 +92,20 @@ class DepthRecurrence(Technique):
             return False
         state = Path(self.cfg.eval_only_from) / TRAIN_STATE_FILE
         return state.is_file() and json.loads(state.read_text()).get("steps", 0) > self.cfg.recur_start_step
+
+    def warmup_future(self, run: TrainingRun) -> Callable[[], None] | None:
+        """#1260's prewarm: the warmup also runs the recurrent order, so activation mid-run finds
+        its graph compiled instead of recompiling on the clock."""
+        if self.activated_at_step is not None or self.cfg.recur_start_step >= self.cfg.iterations:
+            return None
+        before = run.model.layer_order
+        run.model.layer_order = self.order
+        run.log(f"recurrence:prewarm active=1 virtual_layers:{len(self.order)}")
+
+        def switch_back() -> None:
+            run.model.layer_order = before
+
+        return switch_back
 
     def before_step(self, progress: Progress, run: TrainingRun) -> None:
         if self.activated_at_step is None and progress.step >= self.cfg.recur_start_step:

@@ -141,10 +141,11 @@ class Qat(Technique):
         for module_name, module in run.model.named_modules():
             if not isinstance(module, CastedLinear):
                 continue
-            weight_name = f"{module_name}.weight"
-            fmt = export_format(weight_name, module.weight)
+            weight_name = f"{module_name}.weight"  # its name in the artifact, banked or not
+            weight = module.master_weight()
+            fmt = export_format(weight_name, weight)
             if fmt.on_absmax_row_grid:
-                module.train_weight = FakeQuantWeight(fmt, cfg.qat_mode, cfg.qat_softround_sharpness, module.weight.device)
+                module.train_weight = FakeQuantWeight(fmt, cfg.qat_mode, cfg.qat_softround_sharpness, weight.device)
                 self.layers[weight_name] = module.train_weight
         if not self.layers:
             raise ValueError(

@@ -13,6 +13,8 @@ from golf.techniques.base import Candidates, Progress, Technique, TrainingRun
 if TYPE_CHECKING:
     from golf.config import GolfConfig
     from golf.evaluate import Evaluator
+    from golf.quant.compress import CodecSpec
+    from golf.quant.export import ExportStats
     from golf.quant.policy import ExportPolicy, TensorFormat
 
 
@@ -40,11 +42,42 @@ class TechniqueSet:
         overrides: list[Callable[[str, Tensor, ParamRole, TensorFormat], TensorFormat | None]] = [
             *base.overrides, *(t.export_policy for t in self.active)
         ]
-        return replace(base, overrides=tuple(overrides))
+        coders = [*base.coders, *(t.quantized_codes for t in self.active)]
+        return replace(base, overrides=tuple(overrides), coders=tuple(coders))
+
+    def export_artifact(self, run: TrainingRun, state: dict[str, Tensor], roles: RoleMap, policy: ExportPolicy,
+                        codec: CodecSpec, code_bytes: int) -> tuple[bytes, ExportStats] | None:
+        """The first active technique's own pack of the artifact, or None (the plain pack)."""
+        for technique in self.active:
+            packed = technique.export_artifact(run, state, roles, policy, codec, code_bytes)
+            if packed is not None:
+                return packed
+        return None
 
     def on_model(self, run: TrainingRun, export_format: Callable[[str, Tensor], TensorFormat]) -> None:
         for technique in self.active:
             technique.on_model(run, export_format)
+
+    def artifact_state(self, state: dict[str, Tensor], roles: RoleMap) -> tuple[dict[str, Tensor], RoleMap]:
+        """The state_dict the artifact stores and its entries' roles (unchanged unless a technique says)."""
+        for technique in self.active:
+            changed = technique.artifact_state(state, roles)
+            if changed is not None:
+                state, roles = changed
+        return state, roles
+
+    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The model's state_dict from an artifact's: :meth:`artifact_state` undone, in reverse order."""
+        for technique in reversed(self.active):
+            changed = technique.model_state(state)
+            if changed is not None:
+                state = changed
+        return state
+
+    def warmup_future(self, run: TrainingRun) -> list[Callable[[], None]]:
+        """Switch on every active technique's future state; the functions that switch each back."""
+        undo = [technique.warmup_future(run) for technique in self.active]
+        return [u for u in undo if u is not None]
 
     def on_train_start(self, run: TrainingRun) -> None:
         for technique in self.active:
