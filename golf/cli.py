@@ -103,15 +103,19 @@ def prepare_run(args: argparse.Namespace, *, check_data: bool = False) -> tuple[
 
 def ensure_demo_data(data_path: str, tokenizer_path: str) -> None:
     """Build the embedded demo corpus on first use when a run points at its (missing) location."""
-    from golf.corpus import DEMO_DATASET, DEMO_TOKENIZER, build_demo
+    import re
+
+    from golf.corpus import build_demo
+    from golf.corpus.demo import demo_names
 
     data, tok = Path(data_path), Path(tokenizer_path)
-    if data.name != DEMO_DATASET or tok.name != DEMO_TOKENIZER or (data.exists() and tok.exists()):
+    match = re.fullmatch(r"demo_sp(\d+)", data.name)
+    if match is None or tok.name != demo_names(int(match.group(1)))[1] or (data.exists() and tok.exists()):
         return
     root = data.parent.parent
     if tok.parent.parent.resolve() != root.resolve():
         return  # a custom layout: the run's own checks will name what is missing
-    build_demo(root)
+    build_demo(root, vocab_size=int(match.group(1)))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ from golf.preflight import preflight
 from golf.quant import (
     ArtifactSize, ExportFormat, code_bytes, codec_spec, pack_artifact, submission_code, unpack_artifact,
 )
-from golf.quant.policy import ExportPolicy
+from golf.quant.policy import ExportPolicy, TensorFormat
 from golf.runlog import RunLog, eprint, write_bytes_atomic, write_json_atomic
 from golf.techniques import Candidates, Progress, TechniqueSet, TrainingRun
 from golf.tokenizer import ByteCounter, build_byte_tables, check_vocab, load_tokenizer
@@ -464,8 +464,13 @@ def assemble_model(
     base = build_model(cfg, ctx.device, kernel)
     roles = techniques.override_roles(parameter_roles(base))
     run = TrainingRun(cfg=cfg, ctx=ctx, log=log, model=base, roles=roles)
-    techniques.on_model(run, lambda name, tensor: policy.format_for(name, tensor, roles[name]))
-    # Parameters a technique added carry the roles their modules declare.
+
+    def export_format(name: str, tensor: torch.Tensor) -> TensorFormat:
+        if name not in roles:  # added by an earlier technique's on_model: its module declares it
+            roles.update(techniques.override_roles(parameter_roles(base)))
+        return policy.format_for(name, tensor, roles[name])
+
+    techniques.on_model(run, export_format)
     roles.update(techniques.override_roles(parameter_roles(base)))
     compiled = cfg.torch_compile == "1" or (cfg.torch_compile == "auto" and ctx.device.type == "cuda")
     eval_model: nn.Module = base

@@ -139,7 +139,8 @@ def score_first_ttt(
     sums = ScoreSums.zeros(ctx.device)
     updates = 0
     for chunk in range(chunks):
-        mine = torch.arange(bounds[chunk], bounds[chunk + 1])[rank_slice(bounds[chunk + 1] - bounds[chunk], ctx)]
+        in_chunk = torch.arange(bounds[chunk], bounds[chunk + 1])
+        mine = in_chunk[rank_slice(in_chunk.numel(), ctx)]
         learner.eval()
         if mine.numel():
             sums.add(score_starts(score_fn, tokens, starts[mine], byte_counter, seq_len=plan.seq_len, stride=plan.stride,

@@ -341,8 +341,9 @@ def plan_sweep(
     baseline_label = None
     if sweep.baseline is not None:
         wanted = keys.normalize(sweep.baseline, "baseline")
+        # An empty baseline names the config that varies nothing (the preset as it is).
         matches = [label for label, v in zip(labels, variants)
-                   if all(v.get(k) == value for k, value in wanted.items())]
+                   if (all(v.get(k) == value for k, value in wanted.items()) if wanted else not v)]
         if len(matches) == 1:
             baseline_label = matches[0]
         elif wanted:

@@ -183,3 +183,12 @@ def test_a_compiled_model_scores_through_its_compiled_per_token_losses(smoke_mod
     assert token_loss_fn(model) == model.token_losses  # the plain module is scored eagerly
     assert (result.tokens, result.bytes) == (eager.tokens, eager.bytes)
     assert result.val_loss == pytest.approx(eager.val_loss, rel=1e-5)
+
+
+def test_a_bundle_with_sliding_windows_and_no_ttt_carries_no_ttt(demo_data):
+    from golf.bundle import kept_techniques
+
+    base = {"DATA_PATH": demo_data.data_path, "TOKENIZER_PATH": demo_data.tokenizer_path}
+    kept = [t.name for t in kept_techniques(resolve("smoke", overrides={**base, "SLIDING_WINDOW_ENABLED": "1"}),
+                                             resolve("smoke", overrides=base))]
+    assert "sliding_window" in kept and "ttt" not in kept

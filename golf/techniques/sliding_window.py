@@ -36,8 +36,12 @@ def eval_seq_len(cfg: GolfConfig) -> int:
 
 
 def windows_in_use(cfg: GolfConfig) -> bool:
-    """Whether an evaluation scores sliding windows: this one, or TTT (which scores the same)."""
-    return cfg.sliding_window_enabled or bool(getattr(cfg, "ttt_enabled", False))
+    """Whether an active evaluation scores sliding windows: this one, or TTT (which scores the same).
+
+    Asked of the registry rather than by knob name, so a bundle without TTT carries none of it."""
+    from golf.techniques import TECHNIQUES
+
+    return any(getattr(t, "scores_sliding_windows", False) and t.is_enabled(cfg) for t in TECHNIQUES)
 
 
 class SlidingWindowEvaluator:
@@ -61,6 +65,7 @@ class SlidingWindow(Technique):
     spec = "8.1"
     settings = SlidingWindowSettings
     toggle = "sliding_window_enabled"
+    scores_sliding_windows = True  # read by windows_in_use
 
     @classmethod
     def check(cls, cfg: GolfConfig, world_size: int, checks: Checks) -> None:

@@ -75,6 +75,8 @@ class Ttt(Technique):
     spec = "8.3"
     settings = TttSettings
     toggle = "ttt_enabled"
+    scores_sliding_windows = True
+    """It scores with the sliding windows' settings (EVAL_SEQ_LEN, EVAL_STRIDE)."""
 
     @classmethod
     def check(cls, cfg: GolfConfig, world_size: int, checks: Checks) -> None:
