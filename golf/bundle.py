@@ -18,17 +18,16 @@ from __future__ import annotations
 import ast
 import base64
 import lzma
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import golf
 from golf.config import FIELD_SPECS, GolfConfig, resolve
-from golf.contract import SUBMISSION_SCRIPT
 from golf.knobs import Checks
 from golf.techniques import TECHNIQUES, Technique
 
-CODE_WRAPPERS = ("none", "lzma_b85")
 ENTRY_MODULES = ("golf.train", "golf.config")
 REGISTRY_MODULE = "golf.techniques"
 PRESETS_MODULE = "golf.presets"
@@ -52,8 +51,6 @@ def build_bundle(cfg: GolfConfig, stack: str, scale: str) -> Bundle:
     the same config always gives the same bytes)."""
     from golf.presets import SHORTHANDS, preset_values
 
-    if cfg.code_wrapper not in CODE_WRAPPERS:
-        raise ValueError(f"CODE_WRAPPER={cfg.code_wrapper} is not one of {', '.join(CODE_WRAPPERS)}")
     baseline = resolve(stack, scale)
     kept = kept_techniques(cfg, baseline)
     kept_fields = _core_fields()
@@ -102,7 +99,7 @@ def _has_checks_to_report(technique: type[Technique], cfg: GolfConfig, baseline:
     return bool(checks.errors or checks.warnings)
 
 
-def _names_used(sources: Any) -> set[str]:
+def _names_used(sources: Iterable[str]) -> set[str]:
     """Attribute names and string constants in ``sources``: every way golf code reads a knob
     (``cfg.lr_floor``, ``getattr(cfg, "lr_floor")``, ``field_spec("lr_floor")``)."""
     names: set[str] = set()

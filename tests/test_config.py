@@ -148,7 +148,8 @@ def test_smoke_scale_is_small():
     cfg = resolve("smoke")
     assert cfg.iterations <= 100 and cfg.model_dim <= 128 and cfg.max_wallclock_seconds == 0
     assert "demo_sp1024" in cfg.data_path and "demo_1024_bpe" in cfg.tokenizer_path
-    assert set(STACKS) == {"baseline"} and preset_values("baseline", "full") == {}
+    assert {"baseline", "pr130", "pr137", "pr326", "pr635", "pr1260"} <= set(STACKS)
+    assert preset_values("baseline", "full") == {}
 
 
 def test_field_spec_lookup_by_any_name():

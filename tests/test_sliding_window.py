@@ -98,15 +98,16 @@ def test_overlapping_windows_score_every_token_once_and_padding_changes_nothing(
     result = sliding_evaluate(model, tokens, counter, seq_len=s, stride=s // 4, batch_seqs=5, ctx=CPU_CTX)
     assert result.tokens == tokens.numel() - 1
     # the compiled path's padded rows and a longer window (past the cut of the val tokens) add nothing
+    n = tokens.numel() - 1
     for seq_len, stride in ((s, s // 4), (s + s // 2, s // 2)):
-        plain = score_starts(model.token_losses, tokens, window_starts(tokens.numel() - 1, seq_len, stride), counter,
-                             seq_len=seq_len, stride=stride, batch_seqs=5, n_positions=tokens.numel() - 1, fixed_shape=False)
-        padded = score_starts(model.token_losses, tokens, window_starts(tokens.numel() - 1, seq_len, stride), counter,
-                              seq_len=seq_len, stride=stride, batch_seqs=5, n_positions=tokens.numel() - 1, fixed_shape=True)
-        assert int(plain.tokens) == int(padded.tokens) == tokens.numel() - 1
+        plain, padded = (score_starts(model.token_losses, tokens, window_starts(n, seq_len, stride), counter,
+                                      seq_len=seq_len, stride=stride, batch_seqs=5, n_positions=n, fixed_shape=fixed)
+                         for fixed in (False, True))
+        assert int(plain.tokens) == int(padded.tokens) == n
         assert float(padded.loss) == pytest.approx(float(plain.loss), rel=1e-6)
     # more context per scored token than the standard evaluation's average: a different number
-    standard = evaluate(model, tokens, counter, seq_len=s, batch_tokens=cfg.val_batch_size, grad_accum_steps=1, ctx=CPU_CTX)
+    standard = evaluate(model, tokens, counter, seq_len=s, batch_tokens=cfg.val_batch_size, grad_accum_steps=1,
+                        ctx=CPU_CTX)
     assert result.val_loss != pytest.approx(standard.val_loss, rel=1e-6)
 
 

@@ -101,8 +101,7 @@ class Muon(torch.optim.Optimizer):
         world_size = dist.get_world_size() if distributed else 1
         rank = dist.get_rank() if distributed else 0
         for group in self.param_groups:
-            for bank in (p for p in group["params"] if p.ndim == 3):
-                self._step_bank(bank, group, world_size, rank)
+            self._step_banks([p for p in group["params"] if p.ndim == 3], group, world_size, rank)
             params = [p for p in group["params"] if p.ndim == 2]
             if not params:
                 continue
@@ -154,23 +153,40 @@ class Muon(torch.optim.Optimizer):
         u *= max(1.0, u.size(0) / u.size(1)) ** 0.5
         return u
 
-    def _step_bank(self, p: Tensor, group: dict[str, Any], world_size: int, rank: int) -> None:
-        if p.grad is None:
+    def _step_banks(self, banks: list[Tensor], group: dict[str, Any], world_size: int, rank: int) -> None:
+        """Every bank of the group: one reduce-scatter (of the banks DDP ignored) and one all-gather
+        for all of them, however many banks there are (each collective has a latency to pay)."""
+        banks = [p for p in banks if p.grad is not None]
+        if not banks:
             return
-        layers, rows, cols = p.shape
-        per_rank = -(-layers // world_size)
-        lo = min(rank * per_rank, layers)
-        hi = min(lo + per_rank, layers)
-        if world_size > 1 and getattr(p, "_ddp_ignored", False):
-            grad = p.grad
-            if per_rank * world_size != layers:
-                grad = torch.cat((grad, grad.new_zeros(per_rank * world_size - layers, rows, cols)))
-            owned = grad.new_empty(per_rank, rows, cols)
-            dist.reduce_scatter_tensor(owned, grad.contiguous(), op=dist.ReduceOp.SUM)
-            g = owned[: hi - lo].div_(world_size)
-        else:
-            g = p.grad[lo:hi]
-        state = self.state[p]
+        shards = [_Shard(p, world_size, rank) for p in banks]
+        unreduced = [s for s in shards if world_size > 1 and getattr(s.p, "_ddp_ignored", False)]
+        grads = {id(s): s.p.grad[s.lo:s.hi] for s in shards if s not in unreduced}
+        if unreduced:
+            # Row r of the send buffer holds, bank after bank, the (zero-padded) slices rank r owns.
+            send = torch.cat([s.padded(s.p.grad).view(world_size, -1) for s in unreduced], dim=1)
+            owned = send.new_empty(send.size(1))
+            dist.reduce_scatter_tensor(owned, send.contiguous().view(-1), op=dist.ReduceOp.SUM)
+            owned.div_(world_size)
+            for s, part in zip(unreduced, owned.split([s.owned_numel for s in unreduced]), strict=True):
+                grads[id(s)] = part.view(s.per_rank, s.rows, s.cols)[: s.hi - s.lo]
+        updates = [self._bank_update(s, grads[id(s)], group) for s in shards]
+        if world_size > 1:
+            local = torch.cat([s.padded_owned(u).reshape(-1) for s, u in zip(shards, updates, strict=True)])
+            gathered = local.new_empty(world_size, local.numel())
+            dist.all_gather_into_tensor(gathered.view(-1), local)
+            parts = gathered.split([s.owned_numel for s in shards], dim=1)
+            updates = [part.reshape(world_size * s.per_rank, s.rows, s.cols)[: s.layers]
+                       for s, part in zip(shards, parts, strict=True)]
+        decay = group["lr"] * group["weight_decay"]
+        for s, u in zip(shards, updates, strict=True):
+            if decay:
+                s.p.mul_(1.0 - decay)
+            s.p.add_(u.to(s.p.dtype), alpha=-group["lr"])
+
+    def _bank_update(self, s: _Shard, g: Tensor, group: dict[str, Any]) -> Tensor:
+        """The orthogonalised update of the slices this rank owns (``g``: their averaged gradient)."""
+        state = self.state[s.p]
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(g)  # this rank's slices only
         buf = state["momentum_buffer"]
@@ -178,26 +194,39 @@ class Muon(torch.optim.Optimizer):
         buf.mul_(momentum).add_(g)
         if group["nesterov"]:
             g = g.add(buf, alpha=momentum)
-        if hi == lo:
-            u = g.new_empty(0, rows, cols, dtype=self.ns_dtype)
-        elif self.before_orthogonalize or self.after_orthogonalize or self.orthogonalizer is not None:
+        if s.hi == s.lo:
+            return g.new_empty(0, s.rows, s.cols, dtype=self.ns_dtype)
+        if self.before_orthogonalize or self.after_orthogonalize or self.orthogonalizer is not None:
             # Transforms and other orthogonalizers take one matrix and may keep per-matrix state:
             # each slice keeps its own, by its index in the bank.
             slice_states = state.setdefault("slices", {})
-            u = torch.stack([
-                self._orthogonalized(g[j], slice_states.setdefault(lo + j, {}), group).to(self.ns_dtype)
-                for j in range(hi - lo)
+            return torch.stack([
+                self._orthogonalized(g[j], slice_states.setdefault(s.lo + j, {}), group).to(self.ns_dtype)
+                for j in range(s.hi - s.lo)
             ])
-        else:
-            u = newton_schulz5(g, steps=group["backend_steps"], dtype=self.ns_dtype)
-            u *= max(1.0, rows / cols) ** 0.5
-        if world_size > 1:
-            owned_u = u.new_zeros(per_rank, rows, cols)
-            owned_u[: hi - lo] = u
-            gathered = u.new_empty(per_rank * world_size, rows, cols)
-            dist.all_gather_into_tensor(gathered, owned_u)
-            u = gathered[:layers]
-        decay = group["lr"] * group["weight_decay"]
-        if decay:
-            p.mul_(1.0 - decay)
-        p.add_(u.to(p.dtype), alpha=-group["lr"])
+        u = newton_schulz5(g, steps=group["backend_steps"], dtype=self.ns_dtype)
+        u *= max(1.0, s.rows / s.cols) ** 0.5
+        return u
+
+
+class _Shard:
+    """The contiguous slices ``[lo, hi)`` of a bank that one rank owns: ``ceil(layers / world)``
+    slices per rank, the bank zero-padded to ``per_rank * world`` slices for the collectives."""
+
+    def __init__(self, p: Tensor, world_size: int, rank: int) -> None:
+        self.p = p
+        self.world_size = world_size
+        self.layers, self.rows, self.cols = p.shape
+        self.per_rank = -(-self.layers // world_size)
+        self.lo = min(rank * self.per_rank, self.layers)
+        self.hi = min(self.lo + self.per_rank, self.layers)
+        self.owned_numel = self.per_rank * self.rows * self.cols
+
+    def padded(self, full: Tensor) -> Tensor:
+        missing = self.per_rank * self.world_size - self.layers
+        return full if not missing else torch.cat((full, full.new_zeros(missing, self.rows, self.cols)))
+
+    def padded_owned(self, owned: Tensor) -> Tensor:
+        out = owned.new_zeros(self.per_rank, self.rows, self.cols)
+        out[: owned.size(0)] = owned
+        return out
