@@ -100,6 +100,7 @@ STACKS: dict[str, dict[str, Any]] = {
         "muon_wd": 0.085, "embed_wd": 0.085, "adam_wd": 0.02, "grad_clip_norm": 0.3,
         "warmdown_frac": 0.667, "gptq_reserve_seconds": 10.0, "val_loss_every": 4000, "train_log_every": 500,
         "ema_enabled": True, "ema_decay": 0.997,
+        "quant_format": "int6", "quant_grid": "floored",  # GPTQ int6 (+-31) / int5, tok_emb int8 rows
         "gptq_enabled": True, "gptq_calibration_batches": 64, "mixed_quant": True, "n_int6_layers": 60,
         "compressor": "brotli", "byte_shuffle": 2,
         "sliding_window_enabled": True, "eval_stride": 64,

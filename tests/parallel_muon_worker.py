@@ -1,7 +1,7 @@
 """One rank of a Parallel Muon run for tests/test_parallel_muon.py: run it under torchrun.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node N parallel_muon_worker.py OUT_DIR
-GRAD_CLIP_NORM PARALLEL_MUON`` trains a small model for a few steps on fixed batches, the global batch
+GRAD_CLIP_NORM PARALLEL_MUON PARALLEL_MUON_GRAD_REDUCE`` trains a small model for a few steps on fixed batches, the global batch
 split over the ranks, through the recipe's own pieces (assemble_model with DDP, build_optimizers,
 train_step, apply_update), and writes ``OUT_DIR/rank<r>.pt``: the per-layer weights (as the
 artifact stores them), the shape of each bank's momentum on this rank, and the gradient reduction.
@@ -40,11 +40,12 @@ class FixedBatches:
 
 
 def main() -> None:
-    out_dir, clip, parallel = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    out_dir, clip, parallel, reduce = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     cfg = resolve("smoke", overrides={
         "MODEL_DIM": 64, "NUM_LAYERS": 3, "NUM_HEADS": 4, "NUM_KV_HEADS": 2, "MLP_MULT": 2,
         "TRAIN_SEQ_LEN": SEQ_LEN, "TRAIN_BATCH_TOKENS": GLOBAL_SEQS * SEQ_LEN, "GRAD_ACCUM_STEPS": 1,
         "GRAD_CLIP_NORM": float(clip), "PARALLEL_MUON": int(parallel), "TORCH_COMPILE": "0",
+        "PARALLEL_MUON_GRAD_REDUCE": reduce,
     })
     ctx = init_distributed("cpu")
     try:

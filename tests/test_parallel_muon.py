@@ -180,12 +180,12 @@ def test_parallel_muon_with_every_optimizer_toggle_trains_twenty_smoke_steps(dem
 # --- two real gloo processes --------------------------------------------------------------------
 
 
-def run_worker(out: Path, nproc: int, clip: float, parallel: int) -> list[dict]:
+def run_worker(out: Path, nproc: int, clip: float, parallel: int, reduce: str = "auto") -> list[dict]:
     out.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-         str(TESTS / "parallel_muon_worker.py"), str(out), str(clip), str(parallel)],
+         str(TESTS / "parallel_muon_worker.py"), str(out), str(clip), str(parallel), reduce],
         env=env, cwd=TESTS, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -200,23 +200,26 @@ def max_diff(a: dict, b: dict) -> float:
 @pytest.mark.slow
 def test_two_gloo_ranks_shard_the_banks_and_match_one_rank(tmp_path):
     one = run_worker(tmp_path / "one", 1, 0.0, 1)[0]
-    two = run_worker(tmp_path / "two", 2, 0.0, 1)
+    scattered = run_worker(tmp_path / "scattered", 2, 0.0, 1, "reduce_scatter")
+    sliced = run_worker(tmp_path / "sliced", 2, 0.0, 1)[0]  # auto on gloo
     plain_two = run_worker(tmp_path / "plain_two", 2, 0.0, 0)[0]
     clipped = run_worker(tmp_path / "clipped", 2, 0.5, 1)[0]
     plain_clipped = run_worker(tmp_path / "plain_clipped", 2, 0.5, 0)[0]
-    assert one["reduction"] == "none" and two[0]["reduction"] == "reduce_scatter"
-    assert clipped["reduction"] == "ddp_all_reduce"  # the clip must see averaged bank gradients
+    assert one["reduction"] == "none" and scattered[0]["reduction"] == "reduce_scatter"
+    assert sliced["reduction"] == "all_reduce" and clipped["reduction"] == "all_reduce"
     # Each rank keeps momentum for its own contiguous slices only: 6 slices -> 3 + 3, 3 -> 2 + 1.
     assert one["momentum"]["banks.attn_64x64.weight"] == (6, 64, 64)
-    assert [r["momentum"]["banks.attn_64x64.weight"][0] for r in two] == [3, 3]
-    assert [r["momentum"]["banks.mlp_128x64.weight"][0] for r in two] == [2, 1]
-    assert max_diff(two[0], two[1]) == 0.0  # the all-gather gives every rank every update
+    assert [r["momentum"]["banks.attn_64x64.weight"][0] for r in scattered] == [3, 3]
+    assert [r["momentum"]["banks.mlp_128x64.weight"][0] for r in scattered] == [2, 1]
+    assert sliced["momentum"] == scattered[0]["momentum"]
+    assert max_diff(scattered[0], scattered[1]) == 0.0  # the all-gather gives every rank every update
     # The sharded update is plain Muon's on the same ranks, with either gradient reduction ...
-    assert max_diff(two[0], plain_two) < 1e-6
+    assert max_diff(scattered[0], plain_two) < 1e-6
+    assert max_diff(sliced, plain_two) < 1e-6
     assert max_diff(clipped, plain_clipped) < 1e-6
     # ... and matches one process up to the float rounding of averaging two half-batch gradients
     # (NS5 amplifies it in the weakest directions; a wrong shard is off by orders of magnitude more).
-    assert max_diff(two[0], one) < 1e-3
+    assert max_diff(scattered[0], one) < 1e-3
 
 
 @pytest.mark.slow
@@ -254,3 +257,26 @@ def test_banked_qat_switch_reaches_the_compiled_graph():
             param = reference.get_parameter(name)
             param.copy_(fake_quantize_rows(param, layer.bits, layer.grid))
     torch.testing.assert_close(after, reference(x, x).detach(), rtol=1e-5, atol=1e-5)
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_settings_are_checked_before_any_compute():
+    from golf.config import ConfigError, validate
+
+    def checked(world: int, **overrides) -> list[str]:
+        return validate(resolve("smoke", overrides=overrides), world, baseline=resolve("smoke"))
+
+    with pytest.raises(ConfigError, match="PARALLEL_MUON_GRAD_REDUCE=reduce_scatter with GRAD_CLIP_NORM"):
+        checked(2, PARALLEL_MUON=1, PARALLEL_MUON_GRAD_REDUCE="reduce_scatter", GRAD_CLIP_NORM=0.3)
+    assert checked(2, PARALLEL_MUON=1, PARALLEL_MUON_GRAD_REDUCE="reduce_scatter") == []
+    assert any("has no effect on one rank" in w for w in checked(1, PARALLEL_MUON=1, PARALLEL_MUON_GRAD_REDUCE="all_reduce"))
+    assert any("PARALLEL_MUON_GRAD_REDUCE=all_reduce has no effect while PARALLEL_MUON=0" in w
+               for w in checked(2, PARALLEL_MUON_GRAD_REDUCE="all_reduce"))
+    from golf.techniques.parallel_muon import grad_reduce_mode
+
+    cfg = resolve("smoke", overrides={"PARALLEL_MUON": 1})
+    assert [grad_reduce_mode(cfg, 2, b) for b in ("nccl", "gloo")] == ["reduce_scatter", "all_reduce"]
+    assert grad_reduce_mode(resolve("smoke", overrides={"PARALLEL_MUON": 1, "GRAD_CLIP_NORM": 0.3}), 2, "nccl") == "all_reduce"
+    assert grad_reduce_mode(cfg, 1, "nccl") == "none"

@@ -80,3 +80,22 @@ def test_each_seed_preset_trains_exports_and_evaluates_at_smoke_scale(preset, tm
     assert result["preset"] == preset and result["warnings"] == []
     on = {name for name, entry in result["techniques"].items() if entry.get("enabled")}
     assert set(stack_techniques(preset)) <= on
+
+
+def test_pr137_exports_the_layout_its_log_reports():
+    """#137's train.log: `int6:54 int8:0 passthrough:38` (every attention/MLP matrix on int6, the
+    fp16 embedding and the 37 control tensors kept as floats)."""
+    from collections import Counter
+
+    from golf.quant.export import export_formats
+
+    cfg = resolve("pr137", overrides={"ORTHO_INIT": "off"})
+    techniques = TechniqueSet(cfg)
+    meta = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("meta"))
+    with torch.device("meta"):
+        built = assemble_model(cfg, meta, techniques, export_policy(cfg, techniques), log=lambda line: None)
+    formats = export_formats(built.base.state_dict(), built.roles, export_policy(cfg, techniques))
+    kinds = Counter("int6" if f.kind == "int" and f.bits == 6 else "int8" if f.kind == "int" else "passthrough"
+                    for f in formats.values())
+    assert kinds == {"int6": 54, "passthrough": 38}
+    assert str(formats["tok_emb.weight"]) == "fp16"

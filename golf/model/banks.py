@@ -51,6 +51,16 @@ class BankSlice:
         return self.bank.weight[self.index]
 
 
+class BankedLinear(CastedLinear):
+    """A :class:`CastedLinear` whose weight lives in a bank (its class once banked): ``weight``
+    reads its slice, so code that inspects ``layer.weight`` (QAT's grid choice, GPTQ's Hessians,
+    FLOP counts) works unchanged; the forward pass reads it through ``weight_source``."""
+
+    @property
+    def weight(self) -> Tensor:  # type: ignore[override]
+        return self.weight_source()
+
+
 @dataclass(frozen=True)
 class BankLayout:
     """Which per-layer weights each bank holds, and both state_dict key orders."""
@@ -99,6 +109,7 @@ def bank_block_linears(model: nn.Module, roles: Mapping[str, ParamRole]) -> Bank
         for index, (_, _, _, module) in enumerate(layers):
             del module.weight
             module.weight_source = BankSlice(bank, index)
+            module.__class__ = BankedLinear
         members[f"{BANKS_ATTR}.{bank_name}.weight"] = tuple(f"{name}.weight" for _, _, name, _ in layers)
     return BankLayout(members, unbanked_order, tuple(model.state_dict()))
 

@@ -151,6 +151,12 @@ class Technique:
         return True if cls.toggle is None else bool(getattr(cfg, cls.toggle))
 
     @classmethod
+    def any_knob_set(cls, cfg: GolfConfig) -> bool:
+        """Whether any knob of the section differs from its default: ``is_enabled`` for a technique
+        that is a set of adjustments rather than one switch."""
+        return any(getattr(cfg, name) != f.default for name, f in cls.settings.__dataclass_fields__.items())
+
+    @classmethod
     def knob_names(cls) -> list[str]:
         if cls.settings is None:
             return []

@@ -56,9 +56,6 @@ class ExportFormatSettings:
     )
 
 
-DEFAULTS = ExportFormatSettings()
-
-
 class ExportFormats(Technique):
     name = "export_formats"
     title = "export formats by role: fp16 embedding, embedding/attention/MLP grid widths"
@@ -68,7 +65,7 @@ class ExportFormats(Technique):
 
     @classmethod
     def is_enabled(cls, cfg: GolfConfig) -> bool:
-        return any(getattr(cfg, name) != getattr(DEFAULTS, name) for name in cls.knob_names())
+        return cls.any_knob_set(cfg)
 
     @classmethod
     def check(cls, cfg: GolfConfig, world_size: int, checks: Checks) -> None:

@@ -51,9 +51,6 @@ class LrScheduleSettings:
     )
 
 
-DEFAULTS = LrScheduleSettings()
-
-
 class LrSchedule(Technique):
     name = "lr_schedule"
     title = "LR schedule shapes: linear/cosine warmdown by iterations or budget fraction, LR floor, GPTQ reserve"
@@ -63,7 +60,7 @@ class LrSchedule(Technique):
 
     @classmethod
     def is_enabled(cls, cfg: GolfConfig) -> bool:
-        return any(getattr(cfg, name) != getattr(DEFAULTS, name) for name in cls.knob_names())
+        return cls.any_knob_set(cfg)
 
     @classmethod
     def check(cls, cfg: GolfConfig, world_size: int, checks: Checks) -> None:
