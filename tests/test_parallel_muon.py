@@ -4,33 +4,28 @@ across real gloo processes, an artifact that does not know about banks, QAT reac
 from __future__ import annotations
 
 import copy
-import io
-import math
 import os
-import socket
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from golf.config import resolve
 from golf.model.banks import BankLayout, rebank, unbank
 from golf.model.layers import CastedLinear
-from golf.optim import build_optimizers
 from golf.quant import codec_spec, pack_artifact, unpack_artifact
 from golf.quant.grid import fake_quantize_rows
 from golf.techniques import Progress, TechniqueSet
 from golf.techniques.parallel_muon import ParallelMuon
 from golf.train import assemble_model, export_policy
 from optim_harness import CPU_CTX, build, smoke_config, train
-from test_optim_toggles import ALL_ON, SMALL, STEPS, trains
+from test_optim_toggles import ALL_ON, SMALL, trains
 from test_qat import LinearWeights
 
 TESTS = Path(__file__).parent
-SMALL_MODEL = {"MODEL_DIM": 64, "NUM_LAYERS": 3, "NUM_HEADS": 4, "NUM_KV_HEADS": 2, "MLP_MULT": 2}
 
 
 def banked(h) -> ParallelMuon:
@@ -48,7 +43,7 @@ def perturb_zero_projections(model: torch.nn.Module) -> None:
     models: drawn by name from its own generator)."""
     for name, module in model.named_modules():
         if isinstance(module, CastedLinear) and module.zero_init:
-            gen = torch.Generator().manual_seed(hash(name) % 2**31)
+            gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
             with torch.no_grad():
                 module.master_weight().copy_(torch.randn(module.master_weight().shape, generator=gen) * 0.02)
 
@@ -89,6 +84,23 @@ def test_the_momentum_of_banks_is_in_the_optimizer_state_that_warmup_restores(de
     assert muon.state[bank]["momentum_buffer"].shape == bank.shape and muon.state[bank]["momentum_buffer"].abs().sum() > 0
     h.run.optimizers.load_state_dicts(initial)
     assert "momentum_buffer" not in muon.state[bank]
+
+
+def test_banked_layers_read_their_slice_and_keep_the_parameter_count(demo_data):
+    plain = build(smoke_config(demo_data, **SMALL))
+    par = build(smoke_config(demo_data, **SMALL, PARALLEL_MUON=1))
+    count = lambda h: sum(p.numel() for p in h.run.model.parameters())  # noqa: E731
+    assert count(par) == count(plain)
+    model = par.run.model
+    bank = model.get_parameter("banks.attn_64x64.weight")  # q of every layer, then o of every layer
+    layers = len(model.blocks)
+    assert bank.shape[0] == 2 * layers
+    for i, block in enumerate(model.blocks):
+        assert "weight" not in dict(block.attn.c_q.named_parameters())
+        # `weight` (what QAT, GPTQ and FLOP counts read) is the slice itself, sharing the bank's storage
+        assert block.attn.c_q.weight.data_ptr() == bank[i].data_ptr()
+        assert block.attn.proj.weight.data_ptr() == bank[layers + i].data_ptr()
+        assert isinstance(block.attn.c_q, CastedLinear)
 
 
 # --- the artifact -------------------------------------------------------------------------------
