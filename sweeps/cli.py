@@ -89,6 +89,22 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
                         help="validate every trial's config and list the trials; run nothing")
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray Tune's status tables instead of one line per trial event")
+    _add_price_option(parser)
+
+
+def _add_price_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--price-per-gpu-hour", type=_price_arg, metavar="P",
+                        help="add money columns: GPU-seconds / 3600 x P (train, eval, total), "
+                             "per trial, per config and for the sweep; CPU trials are not priced")
+
+
+def _price_arg(text: str) -> float:
+    from sweeps.cost import check_price
+
+    try:
+        return check_price(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def options_from_args(args: argparse.Namespace):  # -> RunOptions
@@ -97,7 +113,8 @@ def options_from_args(args: argparse.Namespace):  # -> RunOptions
     return RunOptions(scale=args.scale, storage=args.storage, name=args.name, seeds=args.seeds,
                       overrides=parse_assignments(args.overrides),
                       max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial,
-                      resume=args.resume, dry_run=args.dry_run, verbose=args.verbose)
+                      resume=args.resume, dry_run=args.dry_run, verbose=args.verbose,
+                      price_per_gpu_hour=args.price_per_gpu_hour)
 
 
 def _seeds_arg(text: str) -> tuple[int, ...]:
@@ -157,15 +174,18 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from sweeps.results import describe_statuses, load_results, summarize, write_results
 
     frame = write_results(args.dir) if args.write else load_results(args.dir)
+    price = args.price_per_gpu_hour
     if args.json:
-        print(frame.to_json(orient="records", indent=2))
+        print(report.with_money(frame, price).to_json(orient="records", indent=2))
     elif args.csv:
-        sys.stdout.write(frame.to_csv(index=False))
+        sys.stdout.write(report.with_money(frame, price).to_csv(index=False))
     else:
         print(f"{args.dir} ({describe_statuses(frame)}):")
-        print(report.format_table(frame))
-        print("\nper config (n = finished seeds):")
-        print(report.format_summary(summarize(frame)))
+        print(report.format_table(frame, price_per_gpu_hour=price))
+        print("\nper config (n = finished seeds; *_sum = over all its trials):")
+        print(report.format_summary(summarize(frame), price_per_gpu_hour=price))
+        print()
+        print(report.format_cost(frame, price))
     return 0
 
 
@@ -205,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--csv", action="store_true", help="CSV on stdout")
     table.add_argument("--write", action="store_true",
                        help="also rewrite DIR/results.parquet and results.csv")
+    _add_price_option(table)
     table.set_defaults(func=_cmd_table)
 
     try:

@@ -72,6 +72,7 @@ class RunOptions:
     resume: str = "auto"
     dry_run: bool = False
     verbose: bool = False  # Tune's own status tables instead of one line per trial event
+    price_per_gpu_hour: float | None = None  # adds money columns to the printed outcome
 
 
 @dataclass
@@ -220,7 +221,8 @@ def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions
     outcome.summary = summarize(outcome.table)
     outcome.comparisons = report.compare_with_baseline(outcome.table, plan.baseline_label)
     print(report.format_outcome(outcome.table, outcome.summary, outcome.comparisons,
-                                plan.baseline_label, location), file=out)
+                                plan.baseline_label, location,
+                                price_per_gpu_hour=options.price_per_gpu_hour), file=out)
 
 
 def _mark_interrupted(location: str, in_flight: TrialsInFlight, signum: int | None) -> int:

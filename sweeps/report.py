@@ -1,10 +1,12 @@
 """Printing a sweep: its plan, the per-trial table, the per-config summary, and significance.
 
 Every significance line says which test, which metric, which margin and how many seeds, because a
-"p = 0.03" without them means nothing. Configs are compared with the sweep's baseline by Welch's
-one-sided two-sample t-test on per-seed val_bpb, margin 0 (as the leaderboard's p= notes). The
-sweep runs the same seeds for every config, so the samples are paired; Welch's test ignores the
-pairing, which makes it conservative when a seed moves all configs the same way.
+"p = 0.03" without them means nothing. Configs are compared with the sweep's baseline on per-seed
+val_bpb, one-sided, margin 0. A sweep runs the same seeds for every config, so by default
+(``test="auto"``) a config that shares at least 2 finished seeds with the baseline gets the paired
+t-test on those seeds (a seed that moves both configs alike cancels out); otherwise Welch's
+two-sample t-test (as the leaderboard's p= notes), which ignores any pairing and is conservative
+when seeds shift all configs alike. ``test="welch"`` or ``"paired"`` forces one.
 """
 
 from __future__ import annotations
@@ -17,15 +19,21 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from sweeps.cost import (CONFIG_COST_COLUMNS, MONEY_COLUMNS, TRIAL_COST_COLUMNS, add_money_columns,
+                         sweep_cost)
 from sweeps.failures import CONFIG, FAILURE_CAUSE_KEY, FAILURE_KIND_KEY, STORAGE
-from sweeps.results import _TuneCallback, config_values, describe_statuses, labels_in_order, param_columns
+from sweeps.results import (_TuneCallback, config_values, describe_statuses, finished,
+                            labels_in_order, param_columns)
 from sweeps.spec import DATA_KEYS, SweepPlan
-from sweeps.stats import Comparison, StatsError, compare
+from sweeps.stats import Comparison, Sample, StatsError, compare
 
 TRIAL_VIEW = ("label", "seed", "status", "val_bpb", "val_loss", "bytes_total", "under_limit",
-              "train_s", "eval_s", "steps", "step_avg_ms")
-SIGNIFICANCE_TEST = "welch"
+              "train_s", "eval_s", "steps", "step_avg_ms", "gpus", "gpu_s", "cpu_s", *MONEY_COLUMNS)
+# Cost columns a view leaves out when no row has a non-zero value (a CPU sweep's GPU-seconds).
+_COST_VIEW_COLUMNS = (*TRIAL_COST_COLUMNS, *CONFIG_COST_COLUMNS)
+SIGNIFICANCE_TESTS = ("auto", "paired", "welch")
 SIGNIFICANCE_METRIC = "bpb"
+MIN_PAIRS = 2
 
 
 @dataclass(frozen=True)
@@ -89,11 +97,30 @@ def _env_text(env: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in env.items() if k not in ("DATA_PATH", "TOKENIZER_PATH"))
 
 
-def format_table(frame: pd.DataFrame, columns: Sequence[str] = TRIAL_VIEW) -> str:
-    """The per-trial table for a terminal (errors listed under it, first line each)."""
+def with_money(frame: pd.DataFrame, price_per_gpu_hour: float | None, *,
+               summary: bool = False) -> pd.DataFrame:
+    """The table (or summary) with the money columns when a price per GPU-hour is given."""
+    if price_per_gpu_hour is None:
+        return frame
+    return add_money_columns(frame, price_per_gpu_hour, suffix="_sum" if summary else "")
+
+
+def _without_idle_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop cost columns with no non-zero value: a CPU sweep shows CPU-seconds, not 0 GPU-s."""
+    idle = [c for c in _COST_VIEW_COLUMNS
+            if c in frame.columns and not (pd.to_numeric(frame[c], errors="coerce").fillna(0) != 0).any()]
+    return frame.drop(columns=idle)
+
+
+def format_table(frame: pd.DataFrame, columns: Sequence[str] = TRIAL_VIEW, *,
+                 price_per_gpu_hour: float | None = None) -> str:
+    """The per-trial table for a terminal (errors listed under it, first line each); with a price
+    per GPU-hour, its money columns."""
     if frame.empty:
         return "(no trials yet)"
-    shown = _display(frame[[c for c in columns if c in frame.columns]], digits=4)
+    frame = with_money(frame, price_per_gpu_hour)
+    shown = _without_idle_cost(frame[[c for c in columns if c in frame.columns]])
+    shown = _display(shown, digits=4)
     text = shown.to_string(index=False)
     failed = frame[frame["error"].notna()]
     if not failed.empty:
@@ -105,12 +132,41 @@ def format_table(frame: pd.DataFrame, columns: Sequence[str] = TRIAL_VIEW) -> st
     return text
 
 
-def format_summary(summary: pd.DataFrame) -> str:
-    """Per-config n, mean/std/min/max of val_bpb and val_loss, mean bytes and seconds."""
+def format_summary(summary: pd.DataFrame, *, price_per_gpu_hour: float | None = None) -> str:
+    """Per-config n, mean/std/min/max of val_bpb and val_loss, mean bytes and seconds, GPU- (or
+    CPU-) seconds summed over the config's trials, and with a price per GPU-hour their money."""
     if summary.empty:
         return "(no configs)"
-    view = _display(summary.drop(columns=param_columns(summary)), digits=5)
+    summary = with_money(summary, price_per_gpu_hour, summary=True)
+    view = _display(_without_idle_cost(summary.drop(columns=param_columns(summary))), digits=5)
     return view.to_string(index=False)
+
+
+def format_cost(frame: pd.DataFrame, price_per_gpu_hour: float | None = None) -> str:
+    """The sweep's total cost: GPU-seconds (train, eval), GPU-hours, money; CPU-seconds for CPU
+    trials, labelled as such."""
+    totals = sweep_cost(frame)
+    lines = []
+    gpu = totals["gpu_s_sum"]
+    if gpu == gpu and gpu > 0:
+        line = (f"cost of the sweep: {gpu:.1f} GPU-seconds = {gpu / 3600:.4f} GPU-hours (GPUs x "
+                f"wall seconds; train {totals['train_gpu_s_sum']:.1f}, eval "
+                f"{totals['eval_gpu_s_sum']:.1f})")
+        if price_per_gpu_hour is not None:
+            money = gpu / 3600 * price_per_gpu_hour
+            line += (f"; at {price_per_gpu_hour:g} per GPU-hour: {money:.4f} (train "
+                     f"{totals['train_gpu_s_sum'] / 3600 * price_per_gpu_hour:.4f}, eval "
+                     f"{totals['eval_gpu_s_sum'] / 3600 * price_per_gpu_hour:.4f})")
+        lines.append(line)
+    cpu = totals["cpu_s_sum"]
+    if cpu == cpu and cpu > 0:
+        line = (f"{'cost of the sweep' if not lines else 'and'}: CPU trials {cpu:.1f} CPU-seconds "
+                f"(processes x wall seconds, 0 GPUs; train {totals['train_cpu_s_sum']:.1f}, eval "
+                f"{totals['eval_cpu_s_sum']:.1f})")
+        if price_per_gpu_hour is not None:
+            line += "; CPU-seconds are not priced per GPU-hour"
+        lines.append(line)
+    return "\n".join(lines) or "cost of the sweep: no trial recorded its seconds yet"
 
 
 def _display(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
@@ -126,24 +182,46 @@ def _display(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
     return frame.astype(object).apply(lambda column: column.map(cell))
 
 
-def compare_with_baseline(frame: pd.DataFrame, baseline: str | None) -> list[ConfigComparison]:
-    """Each config against the baseline (Welch, one-sided, val_bpb, margin 0)."""
+def _seeded_sample(frame: pd.DataFrame, label: str) -> Sample:
+    """A config's finished val_bpb values with their seeds (in seed order)."""
+    rows = finished(frame)
+    rows = rows[rows["label"] == label].sort_values("seed")
+    return Sample(tuple(config_values(frame, label, SIGNIFICANCE_METRIC)), SIGNIFICANCE_METRIC,
+                  description=label, seeds=tuple(str(seed) for seed in rows["seed"]))
+
+
+def compare_with_baseline(frame: pd.DataFrame, baseline: str | None,
+                          test: str = "auto") -> list[ConfigComparison]:
+    """Each config against the baseline (one-sided, val_bpb, margin 0).
+
+    ``test="auto"``: the paired t-test when the config and the baseline share >= 2 finished
+    seeds, else Welch's; "paired" or "welch" force one.
+    """
+    if test not in SIGNIFICANCE_TESTS:
+        raise ValueError(f"test must be one of {SIGNIFICANCE_TESTS}, got {test!r}")
     if baseline is None:
         return []
-    base_values = config_values(frame, baseline, SIGNIFICANCE_METRIC)
+    base = _seeded_sample(frame, baseline)
     out = []
     for label in labels_in_order(frame):
         if label == baseline:
             continue
-        values = config_values(frame, label, SIGNIFICANCE_METRIC)
-        if len(values) < 2 or len(base_values) < 2:
+        sample = _seeded_sample(frame, label)
+        assert sample.seeds is not None and base.seeds is not None
+        shared = len(set(sample.seeds) & set(base.seeds))
+        chosen = test if test != "auto" else ("paired" if shared >= MIN_PAIRS else "welch")
+        if chosen == "paired" and shared < MIN_PAIRS:
             out.append(ConfigComparison(label, baseline, None,
-                                        f"needs >= 2 finished seeds on each side (have {len(values)} "
-                                        f"vs {len(base_values)})"))
+                                        f"the paired test needs >= {MIN_PAIRS} seeds finished on "
+                                        f"both sides (shared: {shared})"))
+            continue
+        if chosen == "welch" and (len(sample.values) < 2 or len(base.values) < 2):
+            out.append(ConfigComparison(label, baseline, None,
+                                        f"needs >= 2 finished seeds on each side (have "
+                                        f"{len(sample.values)} vs {len(base.values)})"))
             continue
         try:
-            result = compare(values, base_values, test=SIGNIFICANCE_TEST,
-                             metric=SIGNIFICANCE_METRIC, margin=0.0)
+            result = compare(sample, base, test=chosen, metric=SIGNIFICANCE_METRIC, margin=0.0)
         except StatsError as err:
             out.append(ConfigComparison(label, baseline, None, str(err)))
             continue
@@ -157,10 +235,11 @@ def format_comparisons(comparisons: Sequence[ConfigComparison], baseline: str | 
     if not comparisons:
         return f"significance: only the baseline {baseline} ran"
     lines = [
-        f"significance against the baseline {baseline}: Welch's unequal-variance t-test, "
-        "one-sided (H1: the config's mean val_bpb is lower), on per-seed val_bpb (bits per byte), "
-        "margin 0, alpha 0.01. Every config ran the same seeds, so the samples are paired; "
-        "Welch's test ignores the pairing (conservative when seeds shift all configs alike).",
+        f"significance against the baseline {baseline}: one-sided (H1: the config's val_bpb is "
+        "lower), on per-seed val_bpb (bits per byte), margin 0, alpha 0.01. Which test applies: "
+        f"the paired t-test (on per-seed differences) where the config and the baseline share "
+        f">= {MIN_PAIRS} finished seeds, else Welch's unequal-variance t-test (which ignores "
+        "pairing); each line names its test.",
     ]
     for item in comparisons:
         if item.comparison is None:
@@ -169,8 +248,12 @@ def format_comparisons(comparisons: Sequence[ConfigComparison], baseline: str | 
         c = item.comparison
         verdict = "significant" if c.significant else "not significant"
         df = "undefined" if c.df is None else f"{c.df:.1f}"
+        if c.test == "paired":
+            which = f"paired t-test, {len(c.pairs)} pairs (seeds {', '.join(c.pairs)})"
+        else:
+            which = f"Welch's t-test, n={c.n_new} vs {c.n_baseline}"
         lines.append(
-            f"  {item.label}: delta {c.mean_delta:+.5f} bpb (n={c.n_new} vs {c.n_baseline}), "
+            f"  {item.label}: delta {c.mean_delta:+.5f} bpb ({which}), "
             f"t={c.t:.3f}, df={df}, p={c.p_value:.4g}: {verdict} at p < {c.alpha:g}")
         lines += [f"    note: {note}" for note in c.notes]
     return "\n".join(lines)
@@ -178,10 +261,14 @@ def format_comparisons(comparisons: Sequence[ConfigComparison], baseline: str | 
 
 def format_outcome(table: pd.DataFrame, summary: pd.DataFrame,
                    comparisons: Sequence[ConfigComparison], baseline: str | None,
-                   location: str) -> str:
-    """The end of a sweep: per-trial table, per-config summary, significance, where files are."""
-    parts = ["", f"results ({describe_statuses(table)}):", format_table(table), "",
-             "per config (n = finished seeds):", format_summary(summary), ""]
+                   location: str, *, price_per_gpu_hour: float | None = None) -> str:
+    """The end of a sweep: per-trial table, per-config summary, cost, significance, where files
+    are."""
+    parts = ["", f"results ({describe_statuses(table)}):",
+             format_table(table, price_per_gpu_hour=price_per_gpu_hour), "",
+             "per config (n = finished seeds; *_sum = over all its trials):",
+             format_summary(summary, price_per_gpu_hour=price_per_gpu_hour), "",
+             format_cost(table, price_per_gpu_hour), ""]
     if baseline is not None or len(labels_in_order(table)) > 1:
         parts += [format_comparisons(comparisons, baseline), ""]
     parts.append(f"table: {location}/results.parquet and results.csv "

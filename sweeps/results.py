@@ -3,8 +3,9 @@
 One row per trial: its config label and every swept key as a column, seed, status, the headline
 ``val_bpb``/``val_loss`` and which evaluation they come from, artifact bytes (total, model, code)
 and whether they fit 16,000,000, train and eval seconds, steps, ms per step, whether the wallclock
-cap stopped training, the last in-training ``val_bpb``, the error (with the log's last lines) and
-the trial directory. The numbers come from golf's ``run/result.json`` when the trial ran golf, and
+cap stopped training, the last in-training ``val_bpb``, the error (with the log's last lines), the
+ranks and GPUs of the trial, the trial directory, and its cost in GPU-seconds (or CPU-seconds for
+a CPU trial), train and eval apart (:mod:`sweeps.cost`). The numbers come from golf's ``run/result.json`` when the trial ran golf, and
 from the trial's ``train.log`` otherwise (and for anything result.json lacks); the config, seed
 and status come from the trial's ``trial.json``.
 
@@ -31,6 +32,7 @@ import pyarrow.fs as pafs
 from golf.atomic import write_bytes_atomic
 from golf.contract import RESULT_FILE, SIZE_LIMIT_BYTES, TRAIN_LOG_FILE
 
+from sweeps.cost import CONFIG_COST_COLUMNS, TRIAL_COST_COLUMNS, add_cost_columns, config_cost
 from sweeps.logparse import parse_log_text
 
 RESULTS_PARQUET = "results.parquet"
@@ -50,10 +52,13 @@ STALE_RUNNING = ("its trial.json still says RUNNING, but no driver runs the expe
 ROW_COLUMNS = (
     "seed", "status", "val_bpb", "val_loss", "headline_metric", "bytes_total", "bytes_model",
     "bytes_code", "under_limit", "train_s", "eval_s", "steps", "step_avg_ms", "stopped_early",
-    "last_val_bpb", "error", "trial_id", "attempt", "world_size", "trial_dir",
+    "last_val_bpb", "error", "trial_id", "attempt", "world_size", "gpus", "trial_dir",
 )
+# Derived from the columns above by sweeps.cost: devices x seconds (GPU, or CPU for CPU trials).
+COST_COLUMNS = TRIAL_COST_COLUMNS
 _FLOAT_COLUMNS = ("val_bpb", "val_loss", "train_s", "eval_s", "step_avg_ms", "last_val_bpb")
-_INT_COLUMNS = ("seed", "bytes_total", "bytes_model", "bytes_code", "steps", "attempt", "world_size")
+_INT_COLUMNS = ("seed", "bytes_total", "bytes_model", "bytes_code", "steps", "attempt", "world_size",
+                "gpus")
 _BOOL_COLUMNS = ("under_limit", "stopped_early")
 # How much of an error goes into the table (the full text stays in trial.json).
 _ERROR_LINES_IN_TABLE = 20
@@ -140,7 +145,8 @@ def trial_row(store: ExperimentStore, name: str) -> dict[str, Any] | None:
         params = dict(record.get("params") or {})
         row.update(label=record.get("label"), seed=record.get("seed"), status=record.get("status"),
                    error=_short_error(record.get("error")), trial_id=record.get("trial_id"),
-                   attempt=record.get("attempt"), world_size=record.get("nproc"))
+                   attempt=record.get("attempt"), world_size=record.get("nproc"),
+                   gpus=record.get("gpus_per_trial"))
     else:
         # Tune created the trial but our code never ran in it (e.g. its worker failed to start).
         params = {str(k): str(v) for k, v in dict(tune_params.get("params") or {}).items()}
@@ -246,7 +252,7 @@ def rows_to_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     param_keys: list[str] = []
     for row in rows:
         param_keys += [key for key in row.get("params", {}) if key not in param_keys]
-    clash = [key for key in param_keys if key in ROW_COLUMNS or key == "label"]
+    clash = [key for key in param_keys if key in (*ROW_COLUMNS, *COST_COLUMNS, "label")]
     if clash:
         raise ResultsError(f"swept key(s) {clash} collide with table columns; rename them")
     records = []
@@ -266,6 +272,7 @@ def rows_to_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         frame[column] = frame[column].astype("boolean")
     for column in ("label", "status", "headline_metric", "error", "trial_id", "trial_dir"):
         frame[column] = frame[column].astype("string")
+    add_cost_columns(frame)
     frame = frame.sort_values("trial_id", kind="stable", na_position="last").reset_index(drop=True)
     frame.attrs["param_columns"] = list(param_keys)
     return frame
@@ -321,7 +328,7 @@ def read_written_results(experiment_dir: str | os.PathLike[str]) -> pd.DataFrame
 SUMMARY_COLUMNS = (
     "n", "n_trials", "val_bpb_mean", "val_bpb_std", "val_bpb_min", "val_bpb_max", "val_loss_mean",
     "val_loss_std", "val_loss_min", "val_loss_max", "bytes_total_mean", "train_s_mean",
-    "eval_s_mean",
+    "eval_s_mean", *CONFIG_COST_COLUMNS,
 )
 
 
@@ -332,8 +339,9 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per config: n (finished trials), n_trials, mean/std/min/max of val_bpb and val_loss,
-    mean bytes, mean train and eval seconds. Configs keep the table's order; std is the sample
-    standard deviation (NaN for n = 1)."""
+    mean bytes, mean train and eval seconds, and the config's GPU- and CPU-seconds summed over all
+    its trials (finished or not; see :mod:`sweeps.cost`). Configs keep the table's order; std is
+    the sample standard deviation (NaN for n = 1)."""
     params = param_columns(frame)
     done = finished(frame)
     rows = []
@@ -350,6 +358,7 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
             "val_loss_min": ok["val_loss"].min(), "val_loss_max": ok["val_loss"].max(),
             "bytes_total_mean": ok["bytes_total"].astype("float64").mean(),
             "train_s_mean": ok["train_s"].mean(), "eval_s_mean": ok["eval_s"].mean(),
+            **config_cost(mine),
         })
         rows.append(row)
     summary = pd.DataFrame.from_records(rows, columns=["label", *params, *SUMMARY_COLUMNS])
@@ -576,4 +585,5 @@ def _experiment_resolve(spec: str, metric: str, role: str) -> Any:
     column = "val_bpb" if metric == "bpb" else "val_loss"
     seeds = ", ".join(str(s) for s in rows["seed"])
     return Sample(tuple(float(v) for v in rows[column]), metric, tokens_per_byte(rows),
-                  f"{directory}: {label} (seeds {seeds})")
+                  f"{directory}: {label} (seeds {seeds})",
+                  seeds=tuple(str(seed) for seed in rows["seed"]))

@@ -13,6 +13,12 @@ test here is one-sided with the alternative "the new mean is lower":
     Welch's unequal-variance two-sample t-test, one-sided, on per-seed values, with no margin
     unless one is given: H1 is ``mean(new) < mean(baseline) - margin``. Needs >= 2 values on each
     side.
+``paired`` (configs of one sweep, which run the same seeds)
+    The paired one-sided t-test (``scipy.stats.ttest_rel``) on the per-seed differences
+    ``new - baseline``: H1 is ``mean(new - baseline) < -margin``, margin 0 unless given. A seed
+    that moves both configs alike cancels out, so it is more powerful than Welch's test when
+    seeds share their noise. Pairs are matched by seed when both samples carry seeds, else by
+    position (equal lengths only, and the result says so). Needs >= 2 pairs.
 
 The margin is in the unit of the values compared. Without ``margin`` the acceptance test uses the
 challenge's 0.005 nats; comparing bpb values, that becomes ``0.005 / ln 2 * tokens_per_byte`` bpb
@@ -23,7 +29,8 @@ The result's ``(ci_low, ci_high)`` is the central ``1 - 2*alpha`` confidence int
 ``mean_delta = mean(new) - mean(baseline)`` (98% at the default alpha 0.01), from the same standard
 error and degrees of freedom as the test. Its upper end is the one-sided ``1 - alpha`` upper
 confidence bound, so a result is significant exactly when ``ci_high < -margin``. For the acceptance
-test the baseline mean is taken as exact, as that test does.
+test the baseline mean is taken as exact, as that test does; for the paired test the interval is
+that of the mean per-seed difference.
 
 Values come from *value sources* (:data:`VALUE_SOURCES`, resolved by :func:`resolve_sample`): a
 comma list of numbers, a submission.json, or (baseline only) ``leaderboard:FILE.csv[:RUN NAME]``.
@@ -62,7 +69,7 @@ DEFAULT_MARGIN_NATS = 0.005
 """The challenge's required improvement over the best, in nats per token."""
 DEFAULT_ALPHA = 0.01
 """The challenge's significance level (p < 0.01)."""
-TESTS = ("acceptance", "welch")
+TESTS = ("acceptance", "welch", "paired")
 METRICS = ("bpb", "nats")
 
 
@@ -75,13 +82,15 @@ class Sample:
     """Values to compare, their metric ("bpb" or "nats"), and where they came from.
 
     ``tokens_per_byte`` (val_bpb * ln2 / val_loss of the runs) is set when the source knows it; it
-    converts the 0.005-nat margin into bpb.
+    converts the 0.005-nat margin into bpb. ``seeds`` (one per value, as text) is set when the
+    source knows which seed gave each value; the paired test matches pairs by it.
     """
 
     values: tuple[float, ...]
     metric: str
     tokens_per_byte: float | None = None
     description: str = ""
+    seeds: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -91,6 +100,12 @@ class Sample:
         if bad:
             raise StatsError(f"{self.description or 'values'}: {bad[0]} is not a finite number")
         object.__setattr__(self, "values", values)
+        if self.seeds is not None:
+            seeds = tuple(str(seed) for seed in self.seeds)
+            if len(seeds) != len(values) or len(set(seeds)) != len(seeds):
+                raise StatsError(f"{self.description or 'values'}: need one distinct seed per "
+                                 f"value, got seeds {list(seeds)} for {len(values)} value(s)")
+            object.__setattr__(self, "seeds", seeds)
         if self.tokens_per_byte is not None:
             _check_tokens_per_byte(self.tokens_per_byte)
 
@@ -105,7 +120,9 @@ class Comparison:
 
     ``t`` is -inf or +inf (and ``p_value`` 0 or 1) when the values have zero variance, so the
     difference is exact; ``df`` is None when it is undefined (Welch with zero variance on both
-    sides). The remaining fields (alpha, the samples, how the margin was chosen, notes) serve the
+    sides). For the paired test ``n_new`` and ``n_baseline`` both count the pairs, ``pairs`` names
+    the seeds paired (or the positions, as ``#1``, ``#2``...) and ``paired_by`` is "seed" or
+    "position". The remaining fields (alpha, the samples, how the margin was chosen, notes) serve the
     human summary.
     """
 
@@ -127,8 +144,11 @@ class Comparison:
     margin_source: str = ""
     tokens_per_byte: float | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    pairs: tuple[str, ...] = ()
+    paired_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        paired = {"paired_by": self.paired_by, "pairs": list(self.pairs)} if self.paired_by else {}
         return {
             "test": self.test,
             "metric": self.metric,
@@ -142,6 +162,7 @@ class Comparison:
             "ci_low": self.ci_low,
             "ci_high": self.ci_high,
             "significant": self.significant,
+            **paired,
         }
 
 
@@ -157,15 +178,16 @@ def compare(
 ) -> Comparison:
     """Test whether ``new`` is lower than ``baseline`` by more than ``margin`` (one-sided).
 
-    ``test`` is "acceptance" or "welch" (see the module docstring); ``metric`` is "bpb" or "nats"
+    ``test`` is "acceptance", "welch" or "paired" (see the module docstring); ``metric`` is "bpb" or "nats"
     and must match any :class:`Sample` given. ``margin`` is in the metric's unit; None means the
     challenge's 0.005 nats for the acceptance test (converted to bpb with ``tokens_per_byte``, else
-    the new sample's ratio, else the baseline's) and 0 for Welch's test. ``significant`` is
+    the new sample's ratio, else the baseline's) and 0 for Welch's and the paired test. ``significant`` is
     ``p_value < alpha``.
     """
     if test not in TESTS:
-        raise StatsError(f"unknown test {test!r}: use 'acceptance' (the challenge's record rule) "
-                         "or 'welch' (the leaderboard's p= notes)")
+        raise StatsError(f"unknown test {test!r}: use 'acceptance' (the challenge's record rule), "
+                         "'welch' (the leaderboard's p= notes) or 'paired' (same seeds on both "
+                         "sides)")
     if metric not in METRICS:
         raise StatsError(f"unknown metric {metric!r}: use 'bpb' (val_bpb) or 'nats' (val_loss)")
     if not 0 < alpha < 0.5:
@@ -174,17 +196,25 @@ def compare(
         _check_tokens_per_byte(tokens_per_byte)
     new_sample = _as_sample(new, metric, "new")
     base_sample = _as_sample(baseline, metric, "baseline")
-    _check_counts(test, new_sample, base_sample)
-
     notes: list[str] = []
+    pairs: tuple[str, ...] = ()
+    paired_by: str | None = None
+    if test == "paired":
+        x, y, pairs, paired_by = _pair(new_sample, base_sample, notes)
+    else:
+        _check_counts(test, new_sample, base_sample)
+        x = np.asarray(new_sample.values)
+        y = np.asarray(base_sample.values)
+
     ratio, ratio_source = _pick_tokens_per_byte(tokens_per_byte, new_sample, base_sample, notes)
     margin_value, margin_source = _resolve_margin(test, metric, margin, ratio, ratio_source)
 
-    x = np.asarray(new_sample.values)
-    y = np.asarray(base_sample.values)
     mean_delta = float(x.mean() - y.mean())
     gap = mean_delta + margin_value  # negative when the new mean is below the threshold
-    if test == "acceptance":
+    if test == "paired":
+        se = math.sqrt(_variance(x - y) / len(x))
+        df = float(len(x) - 1)
+    elif test == "acceptance":
         se = math.sqrt(_variance(x) / len(x))
         df: float | None = float(len(x) - 1)
     else:
@@ -227,7 +257,45 @@ def compare(
         margin_source=margin_source,
         tokens_per_byte=ratio,
         notes=tuple(notes),
+        pairs=pairs,
+        paired_by=paired_by,
     )
+
+
+def _pair(new: Sample, baseline: Sample,
+          notes: list[str]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
+    """The paired test's two aligned arrays, the pairs' names, and how they were matched."""
+    if new.seeds is not None and baseline.seeds is not None:
+        base_by_seed = dict(zip(baseline.seeds, baseline.values))
+        shared = [seed for seed in new.seeds if seed in base_by_seed]
+        if len(shared) < 2:
+            raise StatsError(
+                f"the paired test needs at least 2 seeds present on both sides, got "
+                f"{len(shared)} (new seeds {', '.join(new.seeds)}; baseline seeds "
+                f"{', '.join(baseline.seeds)}); run the same seeds for both configs, or use "
+                "--test welch for unpaired samples")
+        unmatched = [s for s in (*new.seeds, *baseline.seeds) if s not in shared]
+        if unmatched:
+            notes.append(f"seed(s) {', '.join(dict.fromkeys(unmatched))} ran on one side only and "
+                         "are left out of the pairs")
+        new_by_seed = dict(zip(new.seeds, new.values))
+        return (np.asarray([new_by_seed[s] for s in shared]),
+                np.asarray([base_by_seed[s] for s in shared]), tuple(shared), "seed")
+    if len(new.values) != len(baseline.values):
+        raise StatsError(
+            f"the paired test needs the same seeds on both sides; without seeds the values are "
+            f"paired by position, which needs equal counts, got {len(new.values)} new and "
+            f"{len(baseline.values)} baseline value(s); give DIR:CONFIG sources (they carry "
+            "seeds), equal-length lists in the same seed order, or use --test welch")
+    if len(new.values) < 2:
+        raise StatsError(f"the paired test needs at least 2 pairs, got {len(new.values)}; "
+                         "run more seeds")
+    notes.append("the values carry no seeds on "
+                 + ("either side" if new.seeds is None and baseline.seeds is None else "one side")
+                 + ", so they are paired by position (1st with 1st, ...): list them in the same "
+                   "seed order")
+    return (np.asarray(new.values), np.asarray(baseline.values),
+            tuple(f"#{i + 1}" for i in range(len(new.values))), "position")
 
 
 def _as_sample(values: Sample | Sequence[float], metric: str, role: str) -> Sample:
@@ -291,6 +359,8 @@ def _resolve_margin(test: str, metric: str, margin: float | None, ratio: float |
         return float(margin), f"{margin:g} {metric}, given"
     if test == "welch":
         return 0.0, f"0 {metric}: Welch's test without --margin, as the leaderboard's p= notes"
+    if test == "paired":
+        return 0.0, f"0 {metric}: the paired test without --margin"
     if metric == "nats":
         return DEFAULT_MARGIN_NATS, f"{DEFAULT_MARGIN_NATS:g} nats: the challenge's rule"
     if ratio is None:
@@ -324,6 +394,9 @@ def _degenerate(gap: float) -> tuple[float, float]:
 
 
 def _scipy_test(test: str, x: np.ndarray, y: np.ndarray, margin: float) -> tuple[float, float]:
+    if test == "paired":
+        result = scipy.stats.ttest_rel(x, y - margin, alternative="less")
+        return float(result.statistic), float(result.pvalue)
     with warnings.catch_warnings():
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             # One constant side is legitimate for Welch (its variance term is just 0); scipy warns

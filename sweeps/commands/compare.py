@@ -16,7 +16,10 @@ from sweeps.submissions import SubmissionError
 _TEST_NAMES = {
     "acceptance": "acceptance test (one-sided one-sample t-test, the challenge's record rule)",
     "welch": "Welch's unequal-variance t-test (one-sided, two-sample)",
+    "paired": "paired t-test (one-sided, on per-seed differences new - baseline)",
 }
+_TEST_SHORT = {"acceptance": "acceptance test", "welch": "Welch's t-test",
+               "paired": "paired t-test"}
 _METRIC_NAMES = {"bpb": "val_bpb, bits per byte", "nats": "val_loss, nats per token"}
 
 
@@ -36,7 +39,9 @@ def format_comparison(c: Comparison) -> str:
     """A human summary; the verdict line always names the test, margin, metric and seed counts."""
     unit = c.metric
     confidence = round(100 * (1 - 2 * c.alpha), 6)
-    lines = [_TEST_NAMES[c.test], "  H1: mean(new) < mean(baseline) - margin (lower is better)"]
+    hypothesis = ("mean(new - baseline) < -margin" if c.test == "paired"
+                  else "mean(new) < mean(baseline) - margin")
+    lines = [_TEST_NAMES[c.test], f"  H1: {hypothesis} (lower is better)"]
     for role, sample in (("new", c.new), ("baseline", c.baseline)):
         if sample is None:
             continue
@@ -44,6 +49,8 @@ def format_comparison(c: Comparison) -> str:
         lines.append(f"  {role:<9} {len(sample.values)} value(s), mean {sample.mean:.8f}"
                      f"{spread}  [{sample.description}]")
     lines += [
+        *([f"  pairs     {len(c.pairs)} matched by {c.paired_by}: {', '.join(c.pairs)}"]
+          if c.paired_by else []),
         f"  metric    {c.metric} ({_METRIC_NAMES[c.metric]})",
         f"  margin    {c.margin_source}",
         f"  delta     mean(new) - mean(baseline) = {c.mean_delta:+.8f} {unit}; "
@@ -56,11 +63,16 @@ def format_comparison(c: Comparison) -> str:
     lines += [f"  note: {note}" for note in notes]
     verdict = "SIGNIFICANT" if c.significant else "NOT significant"
     relation = "<" if c.significant else ">="
-    test_short = "acceptance test" if c.test == "acceptance" else "Welch's t-test"
+    if c.paired_by == "seed":
+        counted = f"{len(c.pairs)} pairs (seeds {', '.join(c.pairs)})"
+    elif c.paired_by == "position":
+        counted = f"{len(c.pairs)} pairs (by position)"
+    else:
+        counted = f"seeds: {c.n_new} new, {c.n_baseline} baseline"
     lines.append(
         f"{verdict} at alpha {c.alpha:g} (p = {_fmt_p(c.p_value)} {relation} {c.alpha:g}): "
-        f"{test_short}, one-sided, margin {c.margin:.6g} {unit}, metric {c.metric}, "
-        f"seeds: {c.n_new} new, {c.n_baseline} baseline")
+        f"{_TEST_SHORT[c.test]}, one-sided, margin {c.margin:.6g} {unit}, metric {c.metric}, "
+        f"{counted}")
     return "\n".join(lines)
 
 
@@ -73,6 +85,10 @@ Test whether new runs beat a baseline, one-sided (lower val_bpb / val_loss is be
   --test welch       Welch's unequal-variance two-sample t-test on per-seed values, as in the
                      leaderboard's "p=..." notes: margin 0 unless --margin is given. Needs >= 2
                      values on each side.
+  --test paired      the paired t-test (scipy.stats.ttest_rel) on per-seed differences, for
+                     configs that ran the same seeds: margin 0 unless --margin is given. DIR:CONFIG
+                     sources are matched by seed; value lists are paired by position (equal
+                     lengths, same seed order). Needs >= 2 pairs.
 
 The margin is in the unit of --metric. Comparing bpb (the default), the acceptance test's 0.005
 nats becomes 0.005 / ln 2 * tokens_per_byte bpb, with the ratio from --tokens-per-byte or from a
@@ -102,12 +118,17 @@ examples:
   # the record rule against the leaderboard's best row (margin from the submission's ratio)
   sweeps compare --new records/my_run/submission.json --baseline leaderboard:leaderboard_10min.csv
 
+  # two configs of one sweep, paired by seed
+  sweeps compare --new experiments/qat_vs_lawa:QAT_ENABLED=1,LAWA_ENABLED=0 \\
+                 --baseline experiments/qat_vs_lawa:QAT_ENABLED=0,LAWA_ENABLED=0 --test paired
+
   # the same in nats, on val_loss values
   sweeps compare --new 2.7879,2.7897,2.7904 --baseline 2.7925 --metric nats
 
 --json prints {{"test", "metric", "margin", "n_new", "n_baseline", "t", "df", "p_value",
 "mean_delta", "ci_low", "ci_high", "significant"}}; t is -Infinity/Infinity and p 0 or 1 when the
-values have zero variance (an exact difference), and df is null where undefined. Exit status: 0
+values have zero variance (an exact difference), and df is null where undefined; the paired test
+adds "paired_by" ("seed" or "position") and "pairs" (the seeds, or #1, #2... by position). Exit status: 0
 when the test ran (significant or not), 2 on bad input.
 """
 
@@ -116,7 +137,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     """Add the ``compare`` subcommand to a ``sweeps`` argument parser."""
     parser = subparsers.add_parser(
         "compare",
-        help="is a new result significantly better? (the record rule or Welch's t-test)",
+        help="is a new result significantly better? (the record rule, Welch's or the paired t-test)",
         description=_DESCRIPTION,
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -126,13 +147,15 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("--baseline", required=True, metavar="SOURCE",
                         help="the values to beat (see value sources below)")
     parser.add_argument("--test", choices=TESTS, default="acceptance",
-                        help="acceptance (default: the challenge's record rule) or welch")
+                        help="acceptance (default: the challenge's record rule), welch, or paired "
+                             "(same seeds on both sides)")
     parser.add_argument("--metric", choices=METRICS, default="bpb",
                         help="bpb (val_bpb, default) or nats (val_loss); the unit of the values "
                              "and of --margin")
     parser.add_argument("--margin", type=float, metavar="M",
                         help="required improvement in the unit of --metric (default: 0.005 nats "
-                             "for acceptance, converted to bpb when comparing bpb; 0 for welch)")
+                             "for acceptance, converted to bpb when comparing bpb; 0 for welch "
+                             "and paired)")
     parser.add_argument("--tokens-per-byte", type=float, metavar="R",
                         help="tokens per byte of the validation set (val_bpb * ln2 / val_loss of "
                              "your runs), to convert the 0.005-nat margin into bpb")
