@@ -261,8 +261,8 @@ def test_comma_list_errors_name_the_forms(spec: str, message: str) -> None:
     with pytest.raises(StatsError) as info:
         resolve_sample(spec, role="new")
     assert message in str(info.value)
-    if spec.strip():
-        assert "PATH/submission.json or V1,V2,..." in str(info.value)
+    if spec.strip():  # the forms on offer (other sources may be registered, e.g. by the CLI)
+        assert "takes PATH/submission.json" in str(info.value) and "V1,V2,..." in str(info.value)
 
 
 def test_submission_source_with_ratio() -> None:
