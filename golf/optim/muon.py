@@ -118,16 +118,7 @@ class Muon(torch.optim.Optimizer):
                     buf.mul_(momentum).add_(g)
                     if group["nesterov"]:
                         g = g.add(buf, alpha=momentum)
-                    for transform in self.before_orthogonalize:
-                        g = transform(g, state, group)
-                    if self.orthogonalizer is None:
-                        u = newton_schulz5(g, steps=group["backend_steps"], dtype=self.ns_dtype)
-                    else:
-                        u = self.orthogonalizer(g, group["backend_steps"], self.ns_dtype)
-                    for transform in self.after_orthogonalize:
-                        u = transform(u, state, group)
-                    u *= max(1.0, u.size(0) / u.size(1)) ** 0.5
-                    updates[offset : offset + p.numel()] = u.reshape(-1)
+                    updates[offset : offset + p.numel()] = self._orthogonalized(g, state, group).reshape(-1)
                 offset += p.numel()
             if distributed:
                 dist.all_reduce(updates, op=dist.ReduceOp.SUM)
