@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Asha", "RunOptions", "Sweep", "load_results", "main", "run_sweep", "summarize"]
+__all__ = ["Asha", "RunOptions", "Sequential", "Sweep", "load_results", "main", "run_sweep",
+           "summarize"]
 
 _EXPORTS = {
     "Asha": "sweeps.spec",
     "Sweep": "sweeps.spec",
+    "Sequential": "sweeps.sequential",
     "RunOptions": "sweeps.experiment",
     "run_sweep": "sweeps.experiment",
     "load_results": "sweeps.results",
@@ -32,6 +34,7 @@ _EXPORTS = {
 if TYPE_CHECKING:  # pragma: no cover
     from sweeps.experiment import RunOptions, run_sweep
     from sweeps.results import load_results, summarize
+    from sweeps.sequential import Sequential
     from sweeps.spec import Asha, Sweep
 
 

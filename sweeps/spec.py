@@ -36,6 +36,7 @@ from golf.contract import EVAL_ONLY_FROM_ENV
 from golf.presets import SCALES, resolve_names
 
 from sweeps.launcher import Program
+from sweeps.sequential import Sequential, sequential_problems
 
 GOLF_MODULE = "golf.train"
 SCALE_NAMES = tuple(SCALES)
@@ -107,7 +108,7 @@ class Sweep:
     grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     configs: Sequence[Mapping[str, Any]] = ()
     fixed: Mapping[str, Any] = field(default_factory=dict)
-    seeds: Sequence[int] = DEFAULT_SEEDS
+    seeds: Sequence[int] | Sequential = DEFAULT_SEEDS  # Sequential(...): seeds only where undecided
     preset: str = "baseline"
     script: str | None = None
     script_args: Sequence[str] = ()
@@ -161,6 +162,7 @@ class SweepPlan:
     demo_data: bool  # smoke scale: the trial provides the demo corpus for the data keys not set
     uses_data: bool
     description: str = ""
+    sequential: Sequential | None = None  # the rule when seeds are allocated round by round
 
     @property
     def is_golf(self) -> bool:
@@ -201,6 +203,8 @@ class SweepPlan:
             "fixed_env": self.fixed_env, "variants": list(self.variants), "seeds": list(self.seeds),
             "gpus_per_trial": self.gpus_per_trial, "cpu_procs": self.cpu_procs,
         }
+        if self.sequential is not None:  # absent for a plain seed list: old fingerprints stand
+            decisive["sequential"] = self.sequential.as_dict()
         text = json.dumps(decisive, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -308,8 +312,14 @@ def plan_sweep(
     if duplicates:
         problems.append(f"config(s) listed twice: {', '.join(duplicates)}")
 
-    seed_list = tuple(seeds) if seeds is not None else tuple(sweep.seeds)
-    problems += _seed_problems(seed_list)
+    # --seeds on the command line forces a plain list, even over a Sequential(...) sweep.
+    sequential = sweep.seeds if seeds is None and isinstance(sweep.seeds, Sequential) else None
+    if sequential is not None:
+        seed_list = tuple(sequential.seeds) if isinstance(sequential.seeds, Sequence) else ()
+        problems += sequential_problems(sequential)
+    else:
+        seed_list = tuple(seeds) if seeds is not None else tuple(sweep.seeds)
+        problems += _seed_problems(seed_list)
     gpus = _gpus(sweep, scale, gpus_per_trial, problems)
     cpu_procs = sweep.cpu_procs
     if not isinstance(cpu_procs, int) or cpu_procs < 1:
@@ -354,6 +364,8 @@ def plan_sweep(
     scheduler = sweep.scheduler
     if scheduler is not None:
         problems += _asha_problems(scheduler)
+    if sequential is not None:
+        problems += _sequential_sweep_problems(sweep, baseline_label, len(labels))
 
     if keys.stack is not None:
         problems += _golf_problems(keys.stack, scale, fixed_env, variants, labels, seed_list,
@@ -390,6 +402,7 @@ def plan_sweep(
         demo_data=demo,
         uses_data=sweep.uses_data,
         description=sweep.description,
+        sequential=sequential,
     )
 
 
@@ -531,6 +544,22 @@ def _seed_problems(seeds: Sequence[int]) -> list[str]:
     repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
     if repeated:
         problems.append(f"seed(s) listed twice: {repeated} (each seed is one trial per config)")
+    return problems
+
+
+def _sequential_sweep_problems(sweep: Sweep, baseline_label: str | None,
+                               configs: int) -> list[str]:
+    """What a Sequential(...) needs of the rest of the sweep."""
+    problems = []
+    if sweep.baseline is None:
+        problems.append("Sequential seeds decide each config against the baseline: name it with "
+                        "baseline={...}, or use a plain seed list")
+    elif baseline_label is not None and configs < 2:
+        problems.append("Sequential seeds need at least one config besides the baseline: add "
+                        "configs to the grid, or use a plain seed list")
+    if sweep.scheduler is not None:
+        problems.append("Sequential seeds need every trial's final val_bpb, and ASHA stops trials "
+                        "early: drop scheduler=Asha(...), or use a plain seed list")
     return problems
 
 
