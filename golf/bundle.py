@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import lzma
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -228,7 +229,9 @@ def module_sources(generated: dict[str, str]) -> dict[str, str]:
     return dict(sorted(sources.items()))
 
 
-def _imported_golf_modules(source: str) -> list[str]:
+# Pure functions of a module's text, cached: a sweep plan bundles dozens of configs that share modules.
+@functools.lru_cache(maxsize=None)
+def _imported_golf_modules(source: str) -> tuple[str, ...]:
     found: list[str] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -238,9 +241,10 @@ def _imported_golf_modules(source: str) -> list[str]:
             found.append(node.module)
             # `from golf.quant import container` imports a module, not a name
             found += [f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")]
-    return found
+    return tuple(found)
 
 
+@functools.lru_cache(maxsize=None)
 def minify(source: str) -> str:
     """``source`` without docstrings, comments, ``if TYPE_CHECKING:`` imports and the annotations
     of function arguments and results (nothing in golf reads them; dataclass fields keep theirs),
