@@ -6,5 +6,6 @@ domain module that does the work (which returns data) and prints the result:
 * :mod:`~sweeps.commands.compare` -> :mod:`sweeps.stats`
 * :mod:`~sweeps.commands.leaderboard` -> :mod:`sweeps.leaderboard`
 * :mod:`~sweeps.commands.parse_log` -> :mod:`sweeps.logparse`
+* :mod:`~sweeps.commands.report` -> :mod:`sweeps.htmlreport`
 * :mod:`~sweeps.commands.verify` -> :mod:`sweeps.verify`
 """
