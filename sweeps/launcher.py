@@ -153,6 +153,7 @@ class TorchrunProcess:
         env: Mapping[str, str],
         cwd: str | os.PathLike[str],
         stop_grace_s: float = DEFAULT_STOP_GRACE_S,
+        niceness: int | None = None,
     ) -> None:
         self.argv = list(argv)
         self.stop_grace_s = stop_grace_s
@@ -169,6 +170,9 @@ class TorchrunProcess:
             errors="replace",
             bufsize=1,
         )
+        # torchrun spawns its ranks only after importing torch (a second or more), so they
+        # inherit the priority set here.
+        self.niceness = set_niceness(self.proc.pid, niceness) if niceness is not None else None
 
     @property
     def pid(self) -> int:
@@ -230,6 +234,23 @@ class TorchrunProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def set_niceness(pid: int, niceness: int) -> int:
+    """Give process ``pid`` this niceness when allowed; return the niceness it has now.
+
+    Raising priority (a lower niceness) needs privileges (root, CAP_SYS_NICE or RLIMIT_NICE);
+    without them the process keeps the niceness it inherited.
+    """
+    try:
+        if os.getpriority(os.PRIO_PROCESS, pid) != niceness:
+            os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except (PermissionError, ProcessLookupError):
+        pass
+    try:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+    except ProcessLookupError:
+        return niceness
 
 
 def wait_until_gone(pids: Sequence[int], timeout_s: float) -> list[int]:

@@ -10,8 +10,10 @@ from the trial's ``train.log`` otherwise (and for anything result.json lacks); t
 and status come from the trial's ``trial.json``.
 
 :class:`ResultsTableCallback` rewrites ``results.parquet`` and ``results.csv`` in the experiment
-directory whenever a trial ends, by rebuilding from the trial directories, so the written table
-is always what :func:`load_results` returns and nothing depends on the driver surviving.
+directory as trials end (at most every 2 s when they end in a burst), by rebuilding from the
+trial directories (re-reading only those that can have changed since, :class:`TrialRows`), so
+the written table is always what :func:`load_results` returns and nothing depends on the driver
+surviving.
 Experiment directories may be local paths or any URI pyarrow understands (``s3://``, ``gs://``).
 """
 
@@ -22,6 +24,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -220,21 +223,64 @@ def _short_error(error: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------- the table
+class TrialRows:
+    """The rows of an experiment's trial directories, re-reading only what can still change.
+
+    A trial that ran to the end (TERMINATED) or was stopped by Tune (STOPPED) never runs again,
+    so its row is read once and kept; every other trial directory (running, pending, failed and
+    perhaps retried, interrupted and perhaps resumed) is read again on each :meth:`refresh`, as is
+    any trial passed to :meth:`forget`. A sweep's driver rewrites the table as each of N trials ends;
+    rebuilding it from every directory each time read O(N^2) files over the sweep.
+    """
+
+    SETTLED = (FINISHED, "STOPPED")
+
+    def __init__(self, store: ExperimentStore) -> None:
+        self.store = store
+        self._settled: dict[str, dict[str, Any]] = {}
+
+    def forget(self, name: str) -> None:
+        """Read this trial directory again at the next refresh (Tune says it changed)."""
+        self._settled.pop(name, None)
+
+    def refresh(self) -> list[dict[str, Any]]:
+        """Every trial directory's row, in directory order (callers must not modify them)."""
+        rows = []
+        names = self.store.subdirs()
+        for name in names:
+            row = self._settled.get(name)
+            if row is None:
+                row = trial_row(self.store, name)
+                if row is None:
+                    continue
+                if row["status"] in self.SETTLED:
+                    self._settled[name] = row
+                else:
+                    self._settled.pop(name, None)
+            rows.append(row)
+        if len(self._settled) > len(names):
+            present = set(names)
+            self._settled = {k: v for k, v in self._settled.items() if k in present}
+        return rows
+
+
 def load_results(experiment_dir: str | os.PathLike[str], *,
-                 driver_running: bool | None | str = "ask") -> pd.DataFrame:
+                 driver_running: bool | None | str = "ask",
+                 trial_rows: TrialRows | None = None) -> pd.DataFrame:
     """The results table of an experiment, rebuilt from its trial directories (see module doc).
 
     A trial.json that still says RUNNING when no driver runs the experiment is stale: its driver
     or node died, or the storage filled up, before the trial could record how it ended. Such rows
     show status UNKNOWN. ``driver_running`` says whether a driver runs it; by default the lock's
     holder file tells (:func:`sweeps.lock.driver_is_running`; None: cannot tell, rows stay as
-    they are).
+    they are). ``trial_rows`` reuses the rows of trials that ended earlier (the driver's
+    :class:`ResultsTableCallback`); by default every trial directory is read.
     """
     store = ExperimentStore(experiment_dir)
     if not store.exists():
         raise ResultsError(f"no experiment directory at {store.display()}: pass the folder a sweep "
                            "wrote (by default experiments/<sweep name>)")
-    rows = [row for name in store.subdirs() if (row := trial_row(store, name)) is not None]
+    rows = [dict(row) for row in (trial_rows or TrialRows(store)).refresh()]
     if driver_running == "ask":
         from sweeps.lock import driver_is_running
 
@@ -299,11 +345,12 @@ def param_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def write_results(experiment_dir: str | os.PathLike[str], *,
-                  driver_running: bool | None | str = "ask") -> pd.DataFrame:
+                  driver_running: bool | None | str = "ask",
+                  trial_rows: TrialRows | None = None) -> pd.DataFrame:
     """Rebuild the table and write ``results.parquet`` and ``results.csv`` beside the trials
-    (``driver_running``: see :func:`load_results`)."""
+    (``driver_running`` and ``trial_rows``: see :func:`load_results`)."""
     store = ExperimentStore(experiment_dir)
-    frame = load_results(experiment_dir, driver_running=driver_running)
+    frame = load_results(experiment_dir, driver_running=driver_running, trial_rows=trial_rows)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     store.write_bytes(buffer.getvalue(), RESULTS_PARQUET)
@@ -434,23 +481,42 @@ except ImportError:  # pragma: no cover - ray is a dependency; keep `sweeps tabl
     _TuneCallback = object  # type: ignore[assignment,misc]
 
 
+# Trials ending in a burst share one rewrite of the table: each rewrite serializes every row and
+# syncs two files to disk, which a 1,000-trial sweep cannot afford once per trial end.
+TABLE_REWRITE_INTERVAL_S = 2.0
+
+
 class ResultsTableCallback(_TuneCallback):  # type: ignore[misc,valid-type]
-    """Rewrite the experiment's table whenever a trial ends (and when the experiment ends).
+    """Rewrite the experiment's table as trials end (and when the experiment ends).
+
+    A trial's end is written at once, unless the table was written less than ``min_interval_s``
+    ago; it is then written with the next rewrite, at most ``min_interval_s`` later (Tune calls
+    :meth:`on_step_end` many times a second) or when the experiment ends. Only the rows that can
+    have changed are read again (:class:`TrialRows`), so the written table is the full rebuild.
 
     It also settles what a trial could not write itself: a trial whose process died (its node
     lost, the actor killed) is marked ERROR with Tune's error, and one that Tune stopped while it
     was running (a scheduler) is marked STOPPED.
     """
 
-    def __init__(self, experiment_dir: str, storage_watch: Any = None) -> None:
+    def __init__(self, experiment_dir: str, storage_watch: Any = None,
+                 min_interval_s: float = TABLE_REWRITE_INTERVAL_S) -> None:
         self.experiment_dir = experiment_dir
         # A full disk is said once by the watch (sweeps.supervision.StorageWatch), which also
         # stops the sweep; this callback then stops trying to write.
         self.storage_watch = storage_watch
+        self.min_interval_s = min_interval_s
+        self._rows: TrialRows | None = None
+        self._pending = False
+        self._written_at: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; the row cache is this session's own.
+        return {**self.__dict__, "_rows": None, "_pending": False, "_written_at": None}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._settle(trial, "STOPPED", None)
-        self._write()
+        self._trial_ended(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = None
@@ -459,10 +525,25 @@ class ResultsTableCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         except Exception as exc:  # noqa: BLE001 - the error text is best effort
             error = f"(Tune's error text could not be read: {exc})"
         self._settle(trial, "ERROR", error or "the trial failed (no error text from Tune)")
-        self._write()
+        self._trial_ended(trial)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self._pending and self._due():
+            self._write()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._write()
+
+    def _trial_ended(self, trial: Any) -> None:
+        if self._rows is not None:
+            self._rows.forget(PurePosixPath(str(trial.path)).name)
+        self._pending = True
+        if self._due():
+            self._write()
+
+    def _due(self) -> bool:
+        return (self._written_at is None
+                or time.monotonic() - self._written_at >= self.min_interval_s)
 
     def _settle(self, trial: Any, status: str, error: str | None) -> None:
         store = ExperimentStore(self.experiment_dir)
@@ -478,10 +559,14 @@ class ResultsTableCallback(_TuneCallback):  # type: ignore[misc,valid-type]
                 raise
 
     def _write(self) -> None:
+        self._pending = False
+        self._written_at = time.monotonic()
         if self.storage_watch is not None and self.storage_watch.full_at is not None:
             return
+        if self._rows is None:
+            self._rows = TrialRows(ExperimentStore(self.experiment_dir))
         try:
-            write_results(self.experiment_dir)
+            write_results(self.experiment_dir, trial_rows=self._rows)
         except Exception as exc:  # noqa: BLE001 - a table hiccup must never abort the sweep
             if not self._storage_full(exc):
                 print(f"sweeps: could not write the results table in {self.experiment_dir}: {exc} "

@@ -314,10 +314,7 @@ def _data_env(plan: SweepPlan) -> dict[str, str]:
         return {}
     env: dict[str, str] = {}
     if plan.demo_keys:
-        from golf.corpus import build_demo
-
-        demo = build_demo(demo_root(), quiet=True)
-        paths = {"DATA_PATH": str(demo.data_path), "TOKENIZER_PATH": str(demo.tokenizer_path)}
+        paths = _demo_paths(demo_root())
         env = {key: paths[key] for key in plan.demo_keys}
     data, tokenizer = (plan.fixed_env.get(key) for key in DATA_KEYS)
     missing = []
@@ -334,6 +331,23 @@ def _data_env(plan: SweepPlan) -> dict[str, str]:
     return env
 
 
+# Demo corpora this worker process has built or checked. Checking one reads every source file
+# it was made from (about a second on a cold cache); a worker that Tune reuses for the next trial
+# (reuse_actors) checks once, and golf's own preflight still checks the shards of every run.
+_DEMO_CHECKED: dict[Path, dict[str, str]] = {}
+
+
+def _demo_paths(root: Path) -> dict[str, str]:
+    """DATA_PATH and TOKENIZER_PATH of the demo corpus under ``root``, built on first use."""
+    if root not in _DEMO_CHECKED:
+        from golf.corpus import build_demo
+
+        demo = build_demo(root, quiet=True)
+        _DEMO_CHECKED[root] = {"DATA_PATH": str(demo.data_path),
+                               "TOKENIZER_PATH": str(demo.tokenizer_path)}
+    return _DEMO_CHECKED[root]
+
+
 # --------------------------------------------------------------------------------- running
 def _stream(program: Program, nproc: int, env: dict[str, str], run_dir: Path,
             record: TrialRecord, reporter: _LiveReporter) -> int:
@@ -344,8 +358,9 @@ def _stream(program: Program, nproc: int, env: dict[str, str], run_dir: Path,
         if record.eval_only:
             log.write(f"sweeps: attempt {record.data['attempt']}: evaluating the checkpointed "
                       f"artifact ({env[EVAL_ONLY_FROM_ENV]}); training finished in an earlier attempt\n")
-        proc = TorchrunProcess(argv, env=env, cwd=run_dir, stop_grace_s=DEFAULT_STOP_GRACE_S)
-        record.update(torchrun_pid=proc.pid)
+        proc = TorchrunProcess(argv, env=env, cwd=run_dir, stop_grace_s=DEFAULT_STOP_GRACE_S,
+                               niceness=_node_niceness())
+        record.update(torchrun_pid=proc.pid, torchrun_niceness=proc.niceness)
         try:
             for line in proc.lines():
                 log.write(line + "\n")
@@ -359,6 +374,24 @@ def _stream(program: Program, nproc: int, env: dict[str, str], run_dir: Path,
         finally:
             proc.stop()
             reporter.parser_summary = parser.summary()
+
+
+def _node_niceness() -> int | None:
+    """The niceness the trial's processes should run at: that of the node's Ray (the raylet).
+
+    Ray starts its workers at niceness 15 (``RAY_worker_niceness``) so that they yield to the
+    raylet; a torchrun started here would inherit it, and on a node whose cores are shared the
+    trial would then run slower than the same command typed in a shell. The raylet, the worker's
+    parent, runs at the niceness the node was started with. None outside a Ray worker.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        return os.getpriority(os.PRIO_PROCESS, os.getppid())
+    except (OSError, AttributeError):  # not POSIX, or the parent is gone
+        return None
 
 
 class _LiveReporter:
