@@ -86,10 +86,38 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--restart", dest="resume", action="store_const", const="restart",
                       help="start over: move an existing experiment of this name aside")
     parser.add_argument("--dry-run", action="store_true",
-                        help="validate every trial's config and list the trials; run nothing")
+                        help="validate every trial's config, list the trials and each config's "
+                             "predicted artifact bytes; run nothing")
+    parser.add_argument("--allow-over-limit", action="store_true",
+                        help="run configs whose predicted artifact is over the 16,000,000-byte "
+                             "limit even at its interval's low end (refused by default)")
     parser.add_argument("--verbose", action="store_true",
                         help="show Ray Tune's status tables instead of one line per trial event")
     _add_price_option(parser)
+    _add_tracker_options(parser)
+
+
+def _add_tracker_options(parser: argparse.ArgumentParser) -> None:
+    from sweeps.trackers import WANDB_MODES
+
+    parser.add_argument("--track", dest="trackers", action="append", default=[],
+                        type=_tracker_arg, metavar="mlflow[:URI]|wandb[:PROJECT]",
+                        help="log every trial to MLflow or Weights & Biases through Ray Tune's "
+                             "callbacks (repeatable). MLflow URI default: MLFLOW_TRACKING_URI, "
+                             "else a file store in the experiment directory; W&B project "
+                             "default: WANDB_PROJECT, else the experiment name")
+    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default="auto",
+                        help="W&B online or offline (default auto: WANDB_MODE, else online when "
+                             "an API key is at hand, else offline; `wandb sync` uploads later)")
+
+
+def _tracker_arg(text: str):  # -> TrackerRequest
+    from sweeps.trackers import TrackerError, parse_tracker
+
+    try:
+        return parse_tracker(text)
+    except TrackerError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_price_option(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +142,9 @@ def options_from_args(args: argparse.Namespace):  # -> RunOptions
                       overrides=parse_assignments(args.overrides),
                       max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial,
                       resume=args.resume, dry_run=args.dry_run, verbose=args.verbose,
-                      price_per_gpu_hour=args.price_per_gpu_hour)
+                      price_per_gpu_hour=args.price_per_gpu_hour,
+                      allow_over_limit=args.allow_over_limit,
+                      trackers=tuple(args.trackers), wandb_mode=args.wandb_mode)
 
 
 def _seeds_arg(text: str) -> tuple[int, ...]:
@@ -182,10 +212,17 @@ def _cmd_table(args: argparse.Namespace) -> int:
     else:
         print(f"{args.dir} ({describe_statuses(frame)}):")
         print(report.format_table(frame, price_per_gpu_hour=price))
+        from sweeps.sequential_search import read_decisions, with_stop_columns
+
+        decisions = read_decisions(args.dir)  # None unless the sweep allocated seeds sequentially
         print("\nper config (n = finished seeds; *_sum = over all its trials):")
-        print(report.format_summary(summarize(frame), price_per_gpu_hour=price))
+        print(report.format_summary(with_stop_columns(summarize(frame), decisions),
+                                    price_per_gpu_hour=price))
         print()
         print(report.format_cost(frame, price))
+        if decisions is not None:
+            print()
+            print(report.format_sequential(decisions))
     return 0
 
 
@@ -193,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``sweeps`` argument parser with every subcommand."""
     from sweeps import stats
     from sweeps.commands import compare, leaderboard, parse_log, verify
+    from sweeps.commands import report as report_command
     from sweeps.results import experiment_value_source
 
     parser = argparse.ArgumentParser(prog="sweeps", description=_DESCRIPTION, epilog=_EPILOG,
@@ -236,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.register(commands)
     leaderboard.register(commands)
     parse_log.register(commands)
+    report_command.register(commands)
     return parser
 
 

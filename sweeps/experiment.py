@@ -50,7 +50,9 @@ from sweeps.supervision import (
     signal_name,
 )
 from sweeps.datacheck import check_local_data
+from sweeps.feasibility import over_limit_problems, over_limit_warnings, predict_plan_sizes
 from sweeps.spec import Sweep, SweepPlan, SpecError, plan_sweep
+from sweeps.trackers import Tracker, apply_environment, sweep_trackers, tracker_callbacks
 from sweeps.trial import TrialStorage, code_root, demo_root, make_trainable
 
 DEFAULT_STORAGE = "experiments"
@@ -73,6 +75,10 @@ class RunOptions:
     dry_run: bool = False
     verbose: bool = False  # Tune's own status tables instead of one line per trial event
     price_per_gpu_hour: float | None = None  # adds money columns to the printed outcome
+    allow_over_limit: bool = False  # run configs predicted over the byte limit (sweeps.feasibility)
+    # Experiment trackers (sweeps.trackers.TrackerRequest), logged through Ray Tune's callbacks.
+    trackers: tuple[Any, ...] = ()
+    wandb_mode: str = "auto"
 
 
 @dataclass
@@ -129,9 +135,20 @@ def run_sweep(sweep: Sweep, options: RunOptions, *, out: TextIO | None = None) -
     plan = plan_sweep(sweep, scale=options.scale, seeds=options.seeds, overrides=options.overrides,
                       gpus_per_trial=options.gpus_per_trial, max_concurrent=options.max_concurrent)
     location = experiment_location(plan, options)
-    print(report.format_plan(plan, location, list_trials=options.dry_run), file=out)
+    trackers = sweep_trackers(plan, location, options.trackers, options.wandb_mode)
+    sizes = predict_plan_sizes(plan)  # from the configs alone, before Ray and any trial
+    print(report.format_plan(plan, location, list_trials=options.dry_run, sizes=sizes), file=out)
+    for tracker in trackers:
+        print(f"  tracking:  {tracker.describe()}", file=out)
     for warning in _warnings(plan):
         print(f"warning: {warning}", file=out)
+    for warning in over_limit_warnings(sizes):
+        print(f"warning: {warning}", file=out)
+    over_limit = over_limit_problems(sizes, allowed=options.allow_over_limit)
+    if over_limit and not options.allow_over_limit:
+        raise SpecError(over_limit)
+    for problem in over_limit:
+        print(f"warning: {problem}", file=out)
     outcome = SweepOutcome(plan=plan, experiment_dir=location)
     if options.dry_run:
         print("dry run: nothing was started", file=out)
@@ -141,7 +158,7 @@ def run_sweep(sweep: Sweep, options: RunOptions, *, out: TextIO | None = None) -
     store = ExperimentStore(location)
     outcome.command = command_line()
     with _experiment_lock(store), StopSignals() as signals:
-        _run_experiment(plan, store, options, outcome, signals, out)
+        _run_experiment(plan, store, options, outcome, signals, out, trackers)
     if outcome.interrupted_by is not None:
         raise SweepInterrupted(outcome.interrupted_by, outcome)
     return outcome
@@ -165,9 +182,11 @@ def _experiment_lock(store: ExperimentStore) -> Iterator[None]:
 
 
 def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions,
-                    outcome: SweepOutcome, signals: StopSignals, out: TextIO) -> None:
+                    outcome: SweepOutcome, signals: StopSignals, out: TextIO,
+                    trackers: list[Tracker]) -> None:
     location = store.location
     resume = _decide_resume(plan, store, options.resume, out)
+    apply_environment(trackers)  # before a local Ray starts: its workers inherit it
     ray_mode = connect_ray(plan, out)
     signals.install()  # ray.init() put its own SIGTERM handler (sys.exit) in place of ours
     _check_resources(plan, ray_mode, location, out)
@@ -193,7 +212,8 @@ def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions
         with QuietTuneLogs(verbose=options.verbose, storage=watch):
             signals.tune_running()
             try:
-                tuner = _tuner(plan, store, resume, options.verbose, out, [watch, in_flight])
+                tuner = _tuner(plan, store, resume, options.verbose, out,
+                               [watch, in_flight, *tracker_callbacks(trackers)])
                 tuner.fit()
             except SweepInterrupted:
                 forced = True  # a second signal: Tune was stopped without cleaning up
@@ -218,11 +238,19 @@ def _run_experiment(plan: SweepPlan, store: ExperimentStore, options: RunOptions
         outcome.storage_full_at = watch.full_at
         outcome.table = _final_table(location, watch)
     outcome.fix_first = _config_failures(location, outcome.table)
+    decisions = None
+    if plan.sequential is not None:
+        from sweeps.sequential_search import read_decisions, with_stop_columns
+
+        decisions = read_decisions(location)
     outcome.summary = summarize(outcome.table)
+    if decisions is not None:
+        outcome.summary = with_stop_columns(outcome.summary, decisions)
     outcome.comparisons = report.compare_with_baseline(outcome.table, plan.baseline_label)
     print(report.format_outcome(outcome.table, outcome.summary, outcome.comparisons,
                                 plan.baseline_label, location,
-                                price_per_gpu_hour=options.price_per_gpu_hour), file=out)
+                                price_per_gpu_hour=options.price_per_gpu_hour,
+                                sequential=decisions), file=out)
 
 
 def _mark_interrupted(location: str, in_flight: TrialsInFlight, signum: int | None) -> int:
@@ -338,7 +366,7 @@ def _decide_resume(plan: SweepPlan, store: ExperimentStore, mode: str, out: Text
 
 
 _DECISIVE_KEYS = ("scale", "stack", "program", "fixed_env", "variants", "seeds", "gpus_per_trial",
-                  "cpu_procs")
+                  "cpu_procs", "sequential")
 
 
 def _plan_changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
@@ -467,9 +495,26 @@ def _tuner(plan: SweepPlan, store: ExperimentStore, resume: bool, verbose: bool,
         callbacks=callbacks(plan.max_failures),
         verbose=1 if verbose else 0,
     )
+    if plan.sequential is not None:
+        from sweeps.sequential_search import SequentialSearcher
+
+        # Seeds round by round: the searcher suggests every trial and ends the sweep itself.
+        assert plan.baseline_label is not None  # plan_sweep requires one for Sequential
+        searcher = SequentialSearcher(plan.sequential, plan.labels, plan.variants,
+                                      plan.baseline_label, store.location)
+        tune_config = tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=searcher, num_samples=-1,
+            max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname,
+            reuse_actors=True)  # as the grid below: one worker start per slot, not per trial
+        return tune.Tuner(trainable, param_space={}, tune_config=tune_config,
+                          run_config=run_config)
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, scheduler=scheduler, num_samples=1,
         max_concurrent_trials=plan.max_concurrent, trial_dirname_creator=trial_dirname,
+        # The next trial runs in the worker (and placement group) the last one left: no worker
+        # process start and import of the trainable per trial. Every trial of a sweep asks for
+        # the same resources; a worker whose trial does not end in time is not reused.
+        reuse_actors=True,
     )
     param_space = {"params": tune.grid_search([dict(v) for v in plan.variants]),
                    "seed": tune.grid_search(list(plan.seeds))}

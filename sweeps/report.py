@@ -46,8 +46,10 @@ class ConfigComparison:
     reason: str | None = None
 
 
-def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False) -> str:
-    """What is about to run: program, scale, configs x seeds, resources, scheduler, storage."""
+def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False,
+                sizes: Mapping[str, Any] | None = None) -> str:
+    """What is about to run: program, scale, configs x seeds, resources, scheduler, storage, and
+    each config's predicted artifact bytes (``sizes``: label -> golf.quant.sizing.SizePrediction)."""
     what = (f"golf.train, preset {plan.stack}" if plan.is_golf
             else f"{plan.program.describe()} {' '.join(plan.program.args)}".rstrip())
     if plan.gpus_per_trial:
@@ -77,10 +79,39 @@ def format_plan(plan: SweepPlan, location: str, *, list_trials: bool = False) ->
     ]
     if plan.baseline_label:
         lines.append(f"  baseline:  {plan.baseline_label}")
+    if plan.sequential is not None:
+        lines[0] = (f"sweep {plan.name}: {len(plan.labels)} config(s) x up to {len(plan.seeds)} "
+                    f"seed(s) = at most {len(plan.labels) * len(plan.seeds)} trials at "
+                    f"{plan.scale} scale")
+        lines.append(f"  rule:      {plan.sequential.describe()}")
+    if sizes is not None:
+        lines += format_sizes(plan, sizes)
     if list_trials:
         lines.append("trials:")
         lines += [f"  {i:>3}  {t.label}  seed={t.seed}" for i, t in enumerate(plan.trials)]
     return "\n".join(lines)
+
+
+def format_sizes(plan: SweepPlan, sizes: Mapping[str, Any]) -> list[str]:
+    """The plan's lines on predicted artifact bytes (model + code), one per config."""
+    if not plan.is_golf:
+        return ["  size:      not predicted (a competitor's script: only golf configs can be counted)"]
+    if not sizes:
+        return []
+    predicted = [size for size in sizes.values() if not isinstance(size, str)]
+    first = predicted[0] if predicted else None
+    lines = [f"  size:      predicted artifact bytes (model + code) against the {first.limit:,}-byte limit; "
+             f"interval {first.coverage}" if first else "  size:      predicted artifact bytes (model + code)"]
+    width = max(len(label) for label in sizes)
+    for label, size in sizes.items():
+        if isinstance(size, str):  # why it could not be predicted
+            lines.append(f"    {label:<{width}}  {size}")
+            continue
+        verdict = ("OVER the limit" if size.surely_over_limit else "may be over" if size.high > size.limit
+                   else "fits")
+        lines.append(f"    {label:<{width}}  {size.total:>12,}  [{size.low:,} - {size.high:,}]  {verdict}"
+                     f"  ({size.regime}, {size.export}, code {size.code_bytes:,})")
+    return lines
 
 
 def _data_path(plan: SweepPlan, key: str) -> str:
@@ -138,7 +169,9 @@ def format_summary(summary: pd.DataFrame, *, price_per_gpu_hour: float | None = 
     if summary.empty:
         return "(no configs)"
     summary = with_money(summary, price_per_gpu_hour, summary=True)
-    view = _display(_without_idle_cost(summary.drop(columns=param_columns(summary))), digits=5)
+    # A sequential sweep's stop reasons are sentences: format_sequential prints them below.
+    hidden = [*param_columns(summary), *(["stop_reason"] if "stop_reason" in summary else [])]
+    view = _display(_without_idle_cost(summary.drop(columns=hidden)), digits=5)
     return view.to_string(index=False)
 
 
@@ -261,19 +294,37 @@ def format_comparisons(comparisons: Sequence[ConfigComparison], baseline: str | 
 
 def format_outcome(table: pd.DataFrame, summary: pd.DataFrame,
                    comparisons: Sequence[ConfigComparison], baseline: str | None,
-                   location: str, *, price_per_gpu_hour: float | None = None) -> str:
+                   location: str, *, price_per_gpu_hour: float | None = None,
+                   sequential: Mapping[str, Any] | None = None) -> str:
     """The end of a sweep: per-trial table, per-config summary, cost, significance, where files
-    are."""
+    are; with ``sequential`` (the decisions record of sequential seeds), the rule and why each
+    config stopped."""
     parts = ["", f"results ({describe_statuses(table)}):",
              format_table(table, price_per_gpu_hour=price_per_gpu_hour), "",
              "per config (n = finished seeds; *_sum = over all its trials):",
              format_summary(summary, price_per_gpu_hour=price_per_gpu_hour), "",
              format_cost(table, price_per_gpu_hour), ""]
+    if sequential is not None:
+        parts += [format_sequential(sequential), ""]
     if baseline is not None or len(labels_in_order(table)) > 1:
         parts += [format_comparisons(comparisons, baseline), ""]
     parts.append(f"table: {location}/results.parquet and results.csv "
                  f"(`sweeps table {location}` rebuilds it)")
     return "\n".join(parts)
+
+
+def format_sequential(record: Mapping[str, Any]) -> str:
+    """The rule of a sequential-seeds sweep and, per config, the seeds it ran and why it stopped."""
+    lines = [f"{record.get('rule', 'sequential seeds')}"]
+    for label, entry in record.get("configs", {}).items():
+        seeds = entry.get("seeds_run", [])
+        shown = ", ".join(map(str, seeds)) or "none"
+        state, reason = str(entry.get("state")), str(entry.get("reason"))
+        why = reason if reason.startswith(state) else f"{state}: {reason}"
+        lines.append(f"  {label}: {len(seeds)} seed(s) ({shown}): {why}")
+    if not record.get("finished"):
+        lines.append("  (the sweep did not finish: running it again resumes the rounds)")
+    return "\n".join(lines)
 
 
 def format_next_step(*, command: str, interrupted_by: str | None = None,
