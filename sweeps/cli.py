@@ -1,4 +1,4 @@
-"""The ``sweeps`` command: run sweeps, read their tables, compare, verify, and the log tools.
+"""The ``sweeps`` command: run sweeps, read their tables, compare, verify, report, and the log tools.
 
 Also :func:`sweep_main`, the shared ``main`` of every sweep file (``python sweeps/qat_vs_lawa.py
 --scale full``), so a sweep file and ``sweeps run FILE`` take the same options.
@@ -6,7 +6,7 @@ Also :func:`sweep_main`, the shared ``main`` of every sweep file (``python sweep
 User errors (a bad sweep, a missing directory, a typo in a key) print one clear message and exit
 with status 2, without a traceback. A sweep whose trials did not all finish exits with 1.
 
-``run`` and ``table`` live here; ``compare``, ``leaderboard``, ``parse-log`` and ``verify`` are in
+``run`` and ``table`` live here; ``compare``, ``leaderboard``, ``parse-log``, ``report`` and ``verify`` are in
 :mod:`sweeps.commands`, one module each, over domain modules that return data.
 """
 
@@ -40,6 +40,7 @@ examples:
   sweeps compare --new experiments/qat_vs_lawa:QAT_ENABLED=1,LAWA_ENABLED=0 \\
                  --baseline experiments/qat_vs_lawa:QAT_ENABLED=0,LAWA_ENABLED=0 --test welch
   sweeps verify --from experiments/qat_vs_lawa --top 1 --seeds 1337,42,2024
+  sweeps report experiments/qat_vs_lawa                  # HTML page with the figures
 
 `sweeps COMMAND --help` explains each command.
 """

@@ -34,10 +34,10 @@ def test_help_names_every_command_with_examples(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for command in ("run", "table", "compare", "verify", "leaderboard", "parse-log"):
+    for command in ("run", "table", "compare", "verify", "leaderboard", "parse-log", "report"):
         assert f"  {command}" in text
     assert "examples:" in text and "ray job submit" in text
-    for command in ("run", "table", "compare", "verify", "leaderboard", "parse-log"):
+    for command in ("run", "table", "compare", "verify", "leaderboard", "parse-log", "report"):
         with pytest.raises(SystemExit) as done:
             main([command, "--help"])
         assert done.value.code == 0
