@@ -134,12 +134,7 @@ def sequential_problems(rule: Any) -> list[str]:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
         return [f"Sequential(seeds={seeds!r}) must be a non-empty list of seeds, e.g. "
                 "seeds=(1337, 42, 2024, 7, 99)"]
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
-    if bad:
-        problems.append(f"Sequential(seeds=...) must be whole numbers >= 0, got {bad}")
-    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
-    if repeated:
-        problems.append(f"Sequential(seeds=...) lists seed(s) {repeated} twice: list each once")
+    problems += seed_list_problems(seeds, "Sequential(seeds=...)")
     if (isinstance(rule.min_seeds, bool) or not isinstance(rule.min_seeds, int)
             or not 2 <= rule.min_seeds <= len(seeds)):
         problems.append(f"Sequential(min_seeds={rule.min_seeds!r}) must be a whole number from 2 "
@@ -161,6 +156,20 @@ def sequential_problems(rule: Any) -> list[str]:
     if rule.prior_sd is not None and (not _number(rule.prior_sd) or rule.prior_sd <= 0):
         problems.append(f"Sequential(prior_sd={rule.prior_sd!r}) must be a positive number (the "
                         f"seed-to-seed sd of val_bpb), or None for {PRIOR_SEED_SD_BPB:g}")
+    return problems
+
+
+def seed_list_problems(seeds: Sequence[Any], where: str = "seeds") -> list[str]:
+    """Problems of a list of seeds (a plain sweep's or a Sequential pool): each a whole number
+    >= 0, each listed once."""
+    problems = []
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        problems.append(f"{where} must be whole numbers >= 0, got {bad}")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        problems.append(f"{where}: seed(s) listed twice: {repeated} (each seed is one trial "
+                        "per config; list each once)")
     return problems
 
 

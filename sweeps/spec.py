@@ -36,7 +36,7 @@ from golf.contract import EVAL_ONLY_FROM_ENV
 from golf.presets import SCALES, resolve_names
 
 from sweeps.launcher import Program
-from sweeps.sequential import Sequential, sequential_problems
+from sweeps.sequential import Sequential, seed_list_problems, sequential_problems
 
 GOLF_MODULE = "golf.train"
 SCALE_NAMES = tuple(SCALES)
@@ -537,14 +537,7 @@ class _KeyRules:
 def _seed_problems(seeds: Sequence[int]) -> list[str]:
     if not seeds:
         return ["seeds is empty: give at least one seed, e.g. seeds=[1337]"]
-    problems = []
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
-    if bad:
-        problems.append(f"seeds must be whole numbers >= 0, got {bad}")
-    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
-    if repeated:
-        problems.append(f"seed(s) listed twice: {repeated} (each seed is one trial per config)")
-    return problems
+    return seed_list_problems(seeds)
 
 
 def _sequential_sweep_problems(sweep: Sweep, baseline_label: str | None,
