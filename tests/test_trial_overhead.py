@@ -59,13 +59,14 @@ def test_trials_one_after_another_run_in_one_reused_worker(tmp_path):
     assert all(Path(outcome.experiment_dir).glob("*/train.log"))
 
 
-# A process at niceness 15 (what Ray gives its workers) launches torchrun the way a trial does.
-_LAUNCH_FROM_NICE_15 = textwrap.dedent("""
+# A process at a given niceness (15 is what Ray gives its workers) launches torchrun the way a
+# trial does.
+_LAUNCH_FROM_NICENESS = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     from sweeps.launcher import Program, TorchrunProcess, torchrun_argv
-    os.setpriority(os.PRIO_PROCESS, 0, 15)
-    niceness = None if sys.argv[1] == "inherit" else int(sys.argv[1])
+    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))
+    niceness = None if sys.argv[2] == "inherit" else int(sys.argv[2])
     script = {script!r}
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     with TorchrunProcess(torchrun_argv(Program(script=script), 2), env=env, cwd={cwd!r},
@@ -77,16 +78,27 @@ _LAUNCH_FROM_NICE_15 = textwrap.dedent("""
 _PRINT_NICENESS = "import os\nprint('rank_niceness:', os.getpriority(os.PRIO_PROCESS, 0), flush=True)\n"
 
 
-def _rank_niceness(tmp_path: Path, niceness: str) -> list[int]:
+def _rank_niceness(tmp_path: Path, niceness: str, launcher_niceness: int = 15) -> list[int]:
     script = tmp_path / "print_niceness.py"
     script.write_text(_PRINT_NICENESS)
-    code = _LAUNCH_FROM_NICE_15.format(root=str(trial.code_root()), script=str(script),
-                                       cwd=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", code, niceness], capture_output=True, text=True,
+    code = _LAUNCH_FROM_NICENESS.format(root=str(trial.code_root()), script=str(script),
+                                        cwd=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code, str(launcher_niceness), niceness],
+                          capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-2000:]
     return [int(line.split()[-1]) for line in done.stdout.splitlines()
             if line.startswith("rank_niceness:")]
+
+
+@pytest.mark.slow
+def test_torchrun_and_its_ranks_take_the_niceness_set_at_launch(tmp_path):
+    """Without privileges: a niceness above the launcher's (allowed to anyone) reaches torchrun
+    before it spawns its ranks; without one, they inherit the launcher's."""
+    start = os.getpriority(os.PRIO_PROCESS, 0)
+    assert start <= 10, "the test needs to start below niceness 10 to tell the values apart"
+    assert _rank_niceness(tmp_path, "inherit", launcher_niceness=10) == [10, 10]
+    assert _rank_niceness(tmp_path, "13", launcher_niceness=10) == [13, 13]
 
 
 @pytest.mark.slow
