@@ -49,7 +49,7 @@ def over_limit_problems(sizes: Mapping[str, SizePrediction | str], *, allowed: b
                     f"over the {size.limit:,}-byte limit even at the interval's low end")
             problems.append(f"{what}: running it anyway (--allow-over-limit)" if allowed else
                             f"{what}: make it smaller (fewer layers, a narrower MLP, int6/int5 export, a "
-                            "stronger COMPRESSOR, or TARGET_BYTES=16000000), or pass --allow-over-limit "
+                            f"stronger COMPRESSOR, or TARGET_BYTES={size.limit}), or pass --allow-over-limit "
                             "to run it anyway")
     return problems
 
